@@ -1,0 +1,167 @@
+//! `herald-api`: serves the HTTP API (the default), and the operator
+//! subcommands: `migrate`, `tenants create`, `keys create`, `config`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use herald_shared::{Config, config, db, shutdown, telemetry};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "herald-api", about = "Herald HTTP API and operator commands")]
+struct Args {
+    /// Configuration file (TOML) overriding the embedded defaults.
+    #[arg(long, global = true, env = "HERALD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve {
+        /// Apply pending database migrations first.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Tenants.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Print the embedded default configuration, with its comments.
+    Config,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Set a tenant's daily cap over all its numbers, and its time zone.
+    Limits {
+        #[arg(long)]
+        tenant: Uuid,
+        /// Messages per day across the tenant's numbers; omit for no cap.
+        #[arg(long)]
+        daily_cap: Option<i32>,
+        /// IANA zone the tenant's day starts in.
+        #[arg(long, default_value = "UTC")]
+        time_zone: String,
+    },
+    /// Create a tenant and print its first API key (shown only once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Create an API key for a tenant and print it (shown only once).
+    Create {
+        #[arg(long)]
+        tenant: Uuid,
+        #[arg(long, default_value = "api")]
+        name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if matches!(args.command, Some(Command::Config)) {
+        print!("{}", config::DEFAULTS);
+        return Ok(());
+    }
+    let config = Config::load(args.config.as_deref())?;
+    telemetry::init_tracing(&config.telemetry);
+    let pool = || db::connect(&config.database, "herald-api");
+    match args.command.unwrap_or(Command::Serve { migrate: false }) {
+        Command::Config => unreachable!("handled above"),
+        Command::Migrate => {
+            let applied = db::migrate(&pool()?).await.context("migrating")?;
+            println!("applied migrations: {applied:?}");
+        }
+        Command::Tenants {
+            command: TenantCommand::Create { name, json },
+        } => {
+            let created = herald_api::admin::create_tenant(&pool()?, &name).await?;
+            if json {
+                println!("{}", serde_json::to_string(&created)?);
+            } else {
+                println!("tenant   {}", created.tenant_id);
+                println!("api key  {}", created.api_key);
+                println!("(the key is shown only this once: store it now)");
+            }
+        }
+        Command::Tenants {
+            command:
+                TenantCommand::Limits {
+                    tenant,
+                    daily_cap,
+                    time_zone,
+                },
+        } => {
+            herald_api::admin::set_limits(&pool()?, tenant, daily_cap, &time_zone).await?;
+            match daily_cap {
+                Some(cap) => {
+                    println!("tenant {tenant}: at most {cap} messages a day ({time_zone})")
+                }
+                None => println!("tenant {tenant}: no daily cap ({time_zone})"),
+            }
+        }
+        Command::Keys {
+            command: KeyCommand::Create { tenant, name, json },
+        } => {
+            let key = herald_api::admin::create_key(&pool()?, tenant, &name).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "tenant_id": tenant, "api_key": key })
+                );
+            } else {
+                println!("api key  {key}");
+                println!("(the key is shown only this once: store it now)");
+            }
+        }
+        Command::Serve { migrate } => {
+            if migrate {
+                db::migrate(&pool()?).await.context("migrating")?;
+            }
+            let shutdown = shutdown::on_signal();
+            let metrics = telemetry::install_metrics();
+            telemetry::serve_metrics(
+                config.api.metrics_listen,
+                metrics,
+                telemetry::Appendix::default(),
+                shutdown.clone(),
+            )
+            .await?;
+            let listener = TcpListener::bind(config.api.listen)
+                .await
+                .with_context(|| format!("binding {}", config.api.listen))?;
+            shutdown::bounded(
+                "api",
+                config.api.shutdown_grace(),
+                shutdown.clone(),
+                herald_api::run(&config, listener, shutdown),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}

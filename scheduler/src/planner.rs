@@ -1,0 +1,506 @@
+//! One scheduling pass.
+//!
+//! 1. Housekeeping ([`crate::housekeeping`]): lift ended time-locks and bans,
+//!    release retries whose back-off is over, start scheduled campaigns, end
+//!    campaigns past `end_by`.
+//! 2. Read every live number at once: budget, warm-up day, jobs in flight.
+//! 3. For each number with room (look-ahead not full, allowance left), in its
+//!    own transaction under a row lock on the number (and on its tenant when
+//!    the tenant has a cap): direct messages first, then its running campaigns
+//!    oldest first: recipients who prefer this number, then anyone else's
+//!    whose preferred number cannot take them now, only in time zones whose
+//!    send window is open, only variants under their daily limit. A
+//!    time-locked number only writes to recipients it already wrote to.
+//! 4. Publish the jobs (with the number's pacing) after the commit.
+//! 5. Republish lost jobs, complete finished campaigns, and now and then
+//!    judge the circuit breakers ([`crate::breakers`]).
+//!
+//! The cost of a pass follows the live numbers, not the queued messages:
+//! every pick is `LIMIT k` through a partial index.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Instant,
+};
+
+use chrono::{DateTime, Utc};
+use herald_shared::{
+    Config,
+    clock::Clock,
+    config::{PacingConfig, SchedulerConfig, WarmupConfig},
+    db::{
+        self, DbError, Pool,
+        campaigns::PlanningCampaign,
+        messages::{Assigned, Pick},
+        planning::LiveNumber,
+    },
+    domain::NumberState,
+    events::{Event, EventBody},
+    metrics as m, outbox,
+    policy::{
+        allowance::{AllowanceInputs, daily_allowance},
+        breaker::{BreakerConfig, BreakerState},
+        jitter::Jitter,
+        zones::{ZoneKey, deciding_zones, is_open},
+    },
+    queue::{Outgoing, Publisher, QueueError, Topology},
+    task::{JobPacing, SendTask},
+};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// Live numbers seen.
+    pub numbers: usize,
+    /// Numbers that had room and were planned.
+    pub planned: usize,
+    pub scheduled: usize,
+    pub republished: usize,
+    pub unpublished: usize,
+    pub completed: Vec<Uuid>,
+}
+
+pub struct Planner {
+    pub(crate) pool: Pool,
+    publisher: Arc<Publisher>,
+    topology: Topology,
+    pub(crate) config: SchedulerConfig,
+    pub(crate) pacing: PacingConfig,
+    warmup: WarmupConfig,
+    pub(crate) breaker: BreakerConfig,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Send queues already declared by this process.
+    declared: Mutex<HashSet<Uuid>>,
+    /// When the breakers were last judged.
+    pub(crate) last_breaker_pass: Mutex<Option<Instant>>,
+}
+
+/// A number with room this pass, and what it could take from.
+struct Candidate<'a> {
+    number: &'a LiveNumber,
+    campaigns: Vec<&'a PlanningCampaign>,
+    direct: bool,
+}
+
+impl Planner {
+    pub fn new(
+        pool: Pool,
+        publisher: Arc<Publisher>,
+        topology: Topology,
+        config: &Config,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            pool,
+            publisher,
+            topology,
+            config: config.scheduler.clone(),
+            pacing: config.pacing.clone(),
+            warmup: config.warmup.clone(),
+            breaker: config.breaker.clone(),
+            clock,
+            declared: Mutex::new(HashSet::new()),
+            last_breaker_pass: Mutex::new(None),
+        }
+    }
+
+    pub async fn pass(&self) -> Result<PassReport, PlanError> {
+        let started = Instant::now();
+        let now = self.clock.now();
+        self.housekeeping(now).await?;
+        let mut report = PassReport::default();
+
+        let (numbers, campaigns, direct) = {
+            let client = self.pool.get().await.map_err(DbError::from)?;
+            (
+                db::planning::live_numbers(&client, now).await?,
+                db::campaigns::running(&client).await?,
+                db::messages::numbers_with_direct(&client)
+                    .await?
+                    .into_iter()
+                    .collect::<HashSet<Uuid>>(),
+            )
+        };
+        report.numbers = numbers.len();
+        // Numbers that could take a recipient today: others leave their
+        // sticky recipients alone.
+        let available: Vec<Uuid> = numbers
+            .iter()
+            .filter(|n| self.allowance(n) > 0)
+            .map(|n| n.id)
+            .collect();
+        let open_zones = open_zones_by_campaign(&campaigns, now);
+        for candidate in self.candidates(&numbers, &campaigns, &direct) {
+            let (published, failed) = self
+                .plan_number(&candidate, &open_zones, &available, now)
+                .await?;
+            report.planned += 1;
+            report.scheduled += published;
+            report.unpublished += failed;
+        }
+        report.republished = self.republish_stale().await?;
+        report.completed = self.complete_finished().await?;
+        self.maybe_judge_breakers(now).await?;
+        metrics::histogram!(m::SCHEDULER_TICK).record(started.elapsed().as_secs_f64());
+        Ok(report)
+    }
+
+    fn lookahead(&self, number: &LiveNumber) -> i64 {
+        match number.breaker {
+            BreakerState::Closed => self.config.lookahead,
+            // One job at a time while on probation.
+            BreakerState::Slowed | BreakerState::Open => 1,
+        }
+    }
+
+    fn plan_volume(&self, plan: &str, day_index: i64) -> i64 {
+        self.warmup.volume(plan, day_index)
+    }
+
+    fn allowance(&self, number: &LiveNumber) -> i64 {
+        daily_allowance(&AllowanceInputs {
+            plan_volume: self.plan_volume(&number.warmup_plan, number.day_index),
+            number_cap: i64::from(number.daily_cap),
+            number_used: i64::from(number.used),
+            tenant_cap: number.tenant_cap.map(i64::from),
+            tenant_used: i64::from(number.tenant_used),
+        })
+    }
+
+    fn candidates<'a>(
+        &self,
+        numbers: &'a [LiveNumber],
+        campaigns: &'a [PlanningCampaign],
+        direct: &HashSet<Uuid>,
+    ) -> Vec<Candidate<'a>> {
+        numbers
+            .iter()
+            .filter(|n| self.lookahead(n) > n.in_flight && self.allowance(n) > 0)
+            .filter_map(|number| {
+                let serves: Vec<&PlanningCampaign> = campaigns
+                    .iter()
+                    .filter(|c| c.tenant_id == number.tenant_id)
+                    .filter(|c| match &c.pool {
+                        Some(tag) => number.tags.contains(tag),
+                        None => c.senders.contains(&number.id),
+                    })
+                    .collect();
+                let has_direct = direct.contains(&number.id);
+                (has_direct || !serves.is_empty()).then_some(Candidate {
+                    number,
+                    campaigns: serves,
+                    direct: has_direct,
+                })
+            })
+            .collect()
+    }
+
+    /// Schedules and publishes what one number may take now. Returns the jobs
+    /// published and the jobs that could not be (put back in the queue).
+    async fn plan_number(
+        &self,
+        candidate: &Candidate<'_>,
+        open_zones: &HashMap<Uuid, Vec<String>>,
+        available: &[Uuid],
+        now: DateTime<Utc>,
+    ) -> Result<(usize, usize), PlanError> {
+        let number = candidate.number;
+        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        // The row locks make replicas plan a number (and a capped tenant) one
+        // at a time, and the counts read after them are fresh.
+        let Some(budget) = db::sender_usage::lock_today(&tx, number.id, now).await? else {
+            return Ok((0, 0));
+        };
+        let tenant = db::sender_usage::lock_tenant_today(&tx, number.tenant_id, now).await?;
+        let in_flight = db::messages::in_flight(&tx, number.id).await?;
+        let allowance = daily_allowance(&AllowanceInputs {
+            plan_volume: self.plan_volume(&budget.warmup_plan, budget.day_index),
+            number_cap: i64::from(budget.daily_cap),
+            number_used: i64::from(budget.used),
+            tenant_cap: tenant.cap.map(i64::from),
+            tenant_used: i64::from(tenant.used),
+        });
+        let mut room = (self.lookahead(number) - in_flight).min(allowance).max(0);
+        if room == 0 {
+            return Ok((0, 0));
+        }
+        let mut assigned: Vec<Assigned> = Vec::new();
+        if candidate.direct {
+            let direct = db::messages::schedule_direct(&tx, number.id, room).await?;
+            room -= direct.len() as i64;
+            assigned.extend(direct);
+        }
+        let mut from_campaigns: Vec<i64> = Vec::new();
+        for campaign in &candidate.campaigns {
+            if room == 0 {
+                break;
+            }
+            let Some(zones) = open_zones.get(&campaign.id).filter(|z| !z.is_empty()) else {
+                continue;
+            };
+            let mut got = Vec::new();
+            let rooms = self
+                .variant_rooms(&tx, campaign, number.id, budget.day)
+                .await?;
+            for (variants, variant_room) in rooms {
+                let limit = variant_room.min(room - got.len() as i64);
+                if limit <= 0 {
+                    continue;
+                }
+                let pick = Pick {
+                    campaign_id: campaign.id,
+                    number_id: number.id,
+                    open_zones: zones,
+                    variants: &variants,
+                    limit,
+                };
+                let mut picked = db::messages::schedule_preferred(&tx, &pick).await?;
+                // A time-locked number may only write to people it already
+                // wrote to.
+                if number.state != NumberState::Timelocked && (picked.len() as i64) < limit {
+                    let rest = Pick {
+                        limit: limit - picked.len() as i64,
+                        ..pick
+                    };
+                    picked.extend(db::messages::schedule_open(&tx, &rest, available).await?);
+                }
+                got.extend(picked);
+            }
+            if got.is_empty() {
+                continue;
+            }
+            room -= got.len() as i64;
+            if campaign.max_per_variant > 0 {
+                let mut per_variant: HashMap<i16, i32> = HashMap::new();
+                for a in &got {
+                    *per_variant.entry(a.variant).or_default() += 1;
+                }
+                let counts: Vec<(i16, i32)> = per_variant.into_iter().collect();
+                db::sender_usage::add_variants(&tx, number.id, budget.day, campaign.id, &counts)
+                    .await?;
+            }
+            from_campaigns.extend(got.iter().map(|a| a.id));
+            assigned.extend(got);
+        }
+        if assigned.is_empty() {
+            return Ok((0, 0));
+        }
+        let count = assigned.len() as i32;
+        db::sender_usage::add(&tx, number.id, budget.day, count).await?;
+        if tenant.cap.is_some() {
+            db::sender_usage::add_tenant(&tx, number.tenant_id, tenant.day, count).await?;
+        }
+        if !from_campaigns.is_empty() {
+            db::messages::remember_senders(&tx, number.id, &from_campaigns).await?;
+        }
+        tx.commit().await.map_err(DbError::from)?;
+        drop(client);
+
+        let ids: Vec<i64> = assigned.iter().map(|a| a.id).collect();
+        let failed = self
+            .publish_jobs(number.id, &ids, Some(self.job_pacing(number)))
+            .await;
+        if !failed.is_empty() {
+            // Back to the queue (and the budgets), to be planned again.
+            let client = self.pool.get().await.map_err(DbError::from)?;
+            let returned = db::messages::unschedule(&client, &failed).await? as i32;
+            db::sender_usage::give_back(&client, number.id, budget.day, returned).await?;
+            if tenant.cap.is_some() {
+                db::sender_usage::give_back_tenant(&client, number.tenant_id, tenant.day, returned)
+                    .await?;
+            }
+        }
+        metrics::counter!(m::JOBS_PUBLISHED, "reason" => "new")
+            .increment((ids.len() - failed.len()) as u64);
+        Ok((ids.len() - failed.len(), failed.len()))
+    }
+
+    /// How many more recipients each variant may go to from this number
+    /// today: one group of every variant when there is no limit, else one
+    /// group per variant with its remaining room.
+    async fn variant_rooms(
+        &self,
+        client: &impl db::GenericClient,
+        campaign: &PlanningCampaign,
+        number_id: Uuid,
+        day: chrono::NaiveDate,
+    ) -> Result<Vec<(Vec<i16>, i64)>, DbError> {
+        if campaign.max_per_variant == 0 {
+            return Ok(vec![((0..campaign.variants).collect(), i64::MAX)]);
+        }
+        let used: HashMap<i16, i32> =
+            db::sender_usage::variant_counts(client, number_id, day, campaign.id)
+                .await?
+                .into_iter()
+                .collect();
+        Ok((0..campaign.variants)
+            .map(|v| {
+                let left = campaign.max_per_variant - used.get(&v).copied().unwrap_or(0);
+                (vec![v], i64::from(left.max(0)))
+            })
+            .filter(|(_, left)| *left > 0)
+            .collect())
+    }
+
+    /// The pacing the worker applies to this number's next jobs.
+    fn job_pacing(&self, number: &LiveNumber) -> JobPacing {
+        let jitter = number.jitter.unwrap_or(self.pacing.default_jitter());
+        let gap = number.min_gap_ms.max(0) as u64;
+        if number.breaker == BreakerState::Closed {
+            return JobPacing {
+                min_gap_ms: gap,
+                jitter,
+            };
+        }
+        let factor = self.breaker.slow_factor.max(1.0);
+        let scale = |ms: u64| (ms as f64 * factor) as u64;
+        JobPacing {
+            min_gap_ms: scale(gap),
+            jitter: match jitter {
+                Jitter::None => Jitter::None,
+                Jitter::Uniform { max_ms } => Jitter::Uniform {
+                    max_ms: scale(max_ms),
+                },
+                Jitter::Exponential { mean_ms, max_ms } => Jitter::Exponential {
+                    mean_ms: scale(mean_ms),
+                    max_ms: scale(max_ms),
+                },
+            },
+        }
+    }
+
+    /// Publishes one send job per message; returns the ids whose job could not
+    /// be published.
+    async fn publish_jobs(
+        &self,
+        number_id: Uuid,
+        message_ids: &[i64],
+        pacing: Option<JobPacing>,
+    ) -> Vec<i64> {
+        if let Err(err) = self.ensure_queue(number_id).await {
+            tracing::warn!(%number_id, error = %err, "cannot declare send queue");
+            return message_ids.to_vec();
+        }
+        let queue = self.topology.send_queue(number_id);
+        let payloads: Vec<Vec<u8>> = message_ids
+            .iter()
+            .map(|&message_id| {
+                serde_json::to_vec(&SendTask::Send {
+                    message_id,
+                    number_id,
+                    pacing,
+                })
+                .expect("tasks serialise")
+            })
+            .collect();
+        let outgoing: Vec<Outgoing<'_>> = payloads
+            .iter()
+            .map(|payload| Outgoing {
+                exchange: "",
+                routing_key: &queue,
+                payload,
+            })
+            .collect();
+        let results = self.publisher.publish_all(&outgoing).await;
+        let mut failed = Vec::new();
+        for (id, result) in message_ids.iter().zip(results) {
+            if let Err(err) = result {
+                tracing::warn!(%number_id, message_id = id, error = %err, "send job not published");
+                failed.push(*id);
+            }
+        }
+        failed
+    }
+
+    async fn ensure_queue(&self, number_id: Uuid) -> Result<(), QueueError> {
+        let mut declared = self.declared.lock().await;
+        if declared.contains(&number_id) {
+            return Ok(());
+        }
+        let channel = self.publisher.channel().await?;
+        self.topology
+            .declare_send_queue(&channel, number_id)
+            .await?;
+        declared.insert(number_id);
+        Ok(())
+    }
+
+    /// Jobs for messages still `scheduled` long after publication were lost
+    /// (crash between commit and publish, a purged queue): publish them again.
+    /// They carry no pacing: the worker uses the number's defaults.
+    async fn republish_stale(&self) -> Result<usize, PlanError> {
+        let stale = {
+            let client = self.pool.get().await.map_err(DbError::from)?;
+            db::messages::stale_scheduled(&client, self.config.republish_after(), 1000).await?
+        };
+        let mut by_number: std::collections::BTreeMap<Uuid, Vec<i64>> = Default::default();
+        for (message_id, number_id) in stale {
+            by_number.entry(number_id).or_default().push(message_id);
+        }
+        let mut republished = 0;
+        for (number_id, ids) in by_number {
+            let failed = self.publish_jobs(number_id, &ids, None).await;
+            republished += ids.len() - failed.len();
+        }
+        if republished > 0 {
+            tracing::warn!(republished, "republished lost send jobs");
+            metrics::counter!(m::JOBS_PUBLISHED, "reason" => "republish")
+                .increment(republished as u64);
+        }
+        Ok(republished)
+    }
+
+    /// Marks campaigns with no pending message completed, announcing each
+    /// through the outbox in the same transaction (the API's relay publishes
+    /// it).
+    async fn complete_finished(&self) -> Result<Vec<Uuid>, PlanError> {
+        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        let done = db::campaigns::complete_finished(&tx).await?;
+        for (campaign_id, tenant_id) in &done {
+            let body = EventBody::CampaignCompleted(EventBody::campaign(*campaign_id, None));
+            outbox::enqueue(&tx, &Event::new(*tenant_id, body)).await?;
+        }
+        tx.commit().await.map_err(DbError::from)?;
+        for (campaign_id, _) in &done {
+            tracing::info!(%campaign_id, "campaign completed");
+            metrics::counter!(m::CAMPAIGNS_COMPLETED).increment(1);
+        }
+        Ok(done.into_iter().map(|(id, _)| id).collect())
+    }
+}
+
+/// For each running campaign, its recipient zone keys whose send window is
+/// open at `now`.
+pub(crate) fn open_zones_by_campaign(
+    campaigns: &[PlanningCampaign],
+    now: DateTime<Utc>,
+) -> HashMap<Uuid, Vec<String>> {
+    campaigns
+        .iter()
+        .map(|c| {
+            let open = c
+                .zones
+                .iter()
+                .filter(|key| {
+                    let key = ZoneKey::stored(key.as_str());
+                    is_open(&deciding_zones(&key, &c.window, now), &c.window, now)
+                })
+                .cloned()
+                .collect();
+            (c.id, open)
+        })
+        .collect()
+}

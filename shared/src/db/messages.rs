@@ -1,0 +1,924 @@
+//! `messages`: one row per recipient per campaign, and the only authority on
+//! whether a message may be sent. Every transition is a conditional UPDATE on
+//! the current state, so a duplicated or late job finds nothing to do.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::{DbError, GenericClient};
+use crate::{
+    domain::{MessageState, PhoneNumber},
+    policy::{breaker::Sample, zones::ZoneKey},
+};
+
+/// A rendered message ready to be inserted.
+pub struct NewMessage {
+    pub recipient: PhoneNumber,
+    pub body: String,
+    pub wa_message_id: String,
+    /// Whose clock the send window follows.
+    pub zone: ZoneKey,
+    /// Which of the campaign's variants the body was rendered from.
+    pub variant: i16,
+    /// An image or document sent with the text.
+    pub media: Option<serde_json::Value>,
+    /// The recipient is on the suppression list: the message is recorded
+    /// `suppressed`, never sent.
+    pub suppressed: bool,
+}
+
+/// Rows per INSERT statement when creating a campaign's messages.
+const INSERT_CHUNK: usize = 5000;
+
+/// Inserts a campaign's messages (state `queued`). A recipient whose last
+/// sender (for this tenant) is among `senders` keeps it as preferred sender.
+/// Returns the count.
+pub async fn insert_for_campaign(
+    client: &impl GenericClient,
+    tenant_id: Uuid,
+    campaign_id: Uuid,
+    senders: &[Uuid],
+    messages: &[NewMessage],
+) -> Result<u64, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO messages (tenant_id, campaign_id, recipient, body, wa_message_id,
+                                   recipient_zone, variant, preferred_number_id, media, state,
+                                   suppressed_at)
+             SELECT $1, $2, t.r, t.b, t.w, t.z, t.v, rs.number_id, t.m,
+                    CASE WHEN t.s THEN 'suppressed'::message_state ELSE 'queued'::message_state END,
+                    CASE WHEN t.s THEN now() END
+               FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int2[],
+                           $9::jsonb[], $10::bool[])
+                    AS t (r, b, w, z, v, m, s)
+               LEFT JOIN recipient_senders rs
+                      ON rs.tenant_id = $1 AND rs.recipient = t.r AND rs.number_id = ANY($8)",
+        )
+        .await?;
+    let mut inserted = 0;
+    for chunk in messages.chunks(INSERT_CHUNK) {
+        let recipients: Vec<&str> = chunk.iter().map(|m| m.recipient.as_str()).collect();
+        let bodies: Vec<&str> = chunk.iter().map(|m| m.body.as_str()).collect();
+        let ids: Vec<&str> = chunk.iter().map(|m| m.wa_message_id.as_str()).collect();
+        let zones: Vec<&str> = chunk.iter().map(|m| m.zone.as_str()).collect();
+        let variants: Vec<i16> = chunk.iter().map(|m| m.variant).collect();
+        let media: Vec<Option<&serde_json::Value>> =
+            chunk.iter().map(|m| m.media.as_ref()).collect();
+        let suppressed: Vec<bool> = chunk.iter().map(|m| m.suppressed).collect();
+        inserted += client
+            .execute(
+                &stmt,
+                &[
+                    &tenant_id,
+                    &campaign_id,
+                    &recipients,
+                    &bodies,
+                    &ids,
+                    &zones,
+                    &variants,
+                    &senders,
+                    &media,
+                    &suppressed,
+                ],
+            )
+            .await?;
+    }
+    Ok(inserted)
+}
+
+/// Jobs of a number not yet finished by its worker (`scheduled` or `sending`):
+/// the look-ahead already spent.
+pub async fn in_flight(client: &impl GenericClient, number_id: Uuid) -> Result<i64, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT count(*) FROM messages
+              WHERE sender_number_id = $1 AND state IN ('scheduled', 'sending')",
+        )
+        .await?;
+    Ok(client.query_one(&stmt, &[&number_id]).await?.get(0))
+}
+
+/// A message just given to a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assigned {
+    pub id: i64,
+    pub variant: i16,
+}
+
+/// Which queued messages of a campaign a number may take now.
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    pub campaign_id: Uuid,
+    pub number_id: Uuid,
+    /// Recipient zone keys whose send window is open now.
+    pub open_zones: &'a [String],
+    /// Variants still under their per-number daily limit.
+    pub variants: &'a [i16],
+    pub limit: i64,
+}
+
+const ASSIGN: &str = "UPDATE messages m
+                         SET state = 'scheduled', sender_number_id = $2, scheduled_at = now()
+                        FROM picked
+                       WHERE m.id = picked.id
+                      RETURNING m.id, m.variant";
+
+fn assigned(rows: Vec<tokio_postgres::Row>) -> Vec<Assigned> {
+    let mut out: Vec<Assigned> = rows
+        .iter()
+        .map(|row| Assigned {
+            id: row.get(0),
+            variant: row.get(1),
+        })
+        .collect();
+    out.sort_unstable_by_key(|a| a.id);
+    out
+}
+
+/// Assigns recipients who prefer this number (their sticky sender). Rows a
+/// concurrent scheduler holds are skipped.
+pub async fn schedule_preferred(
+    client: &impl GenericClient,
+    pick: &Pick<'_>,
+) -> Result<Vec<Assigned>, DbError> {
+    let stmt = client
+        .prepare_cached(&format!(
+            "WITH picked AS (
+                 SELECT id FROM messages
+                  WHERE preferred_number_id = $2 AND campaign_id = $1
+                    AND state = 'queued' AND not_before IS NULL
+                    AND recipient_zone = ANY($3) AND variant = ANY($4)
+                  ORDER BY id
+                  LIMIT $5
+                  FOR UPDATE SKIP LOCKED
+             )
+             {ASSIGN}"
+        ))
+        .await?;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &pick.campaign_id,
+                &pick.number_id,
+                &pick.open_zones,
+                &pick.variants,
+                &pick.limit,
+            ],
+        )
+        .await?;
+    Ok(assigned(rows))
+}
+
+/// Assigns other queued messages: no preferred sender, or one that cannot
+/// take them now (not in `available`).
+pub async fn schedule_open(
+    client: &impl GenericClient,
+    pick: &Pick<'_>,
+    available: &[Uuid],
+) -> Result<Vec<Assigned>, DbError> {
+    let stmt = client
+        .prepare_cached(&format!(
+            "WITH picked AS (
+                 SELECT id FROM messages
+                  WHERE campaign_id = $1 AND state = 'queued' AND not_before IS NULL
+                    AND recipient_zone = ANY($3) AND variant = ANY($4)
+                    AND (preferred_number_id IS NULL OR preferred_number_id = $2
+                         OR NOT (preferred_number_id = ANY($6)))
+                  LIMIT $5
+                  FOR UPDATE SKIP LOCKED
+             )
+             {ASSIGN}"
+        ))
+        .await?;
+    let rows = client
+        .query(
+            &stmt,
+            &[
+                &pick.campaign_id,
+                &pick.number_id,
+                &pick.open_zones,
+                &pick.variants,
+                &pick.limit,
+                &available,
+            ],
+        )
+        .await?;
+    Ok(assigned(rows))
+}
+
+/// Assigns direct (non-campaign) messages addressed from this number. They go
+/// before campaign traffic and ignore send windows: someone asked for them.
+pub async fn schedule_direct(
+    client: &impl GenericClient,
+    number_id: Uuid,
+    limit: i64,
+) -> Result<Vec<Assigned>, DbError> {
+    let stmt = client
+        .prepare_cached(&format!(
+            "WITH picked AS (
+                 SELECT id FROM messages
+                  WHERE preferred_number_id = $2 AND campaign_id IS NULL
+                    AND state = 'queued' AND not_before IS NULL
+                  ORDER BY id
+                  LIMIT $1
+                  FOR UPDATE SKIP LOCKED
+             )
+             {ASSIGN}"
+        ))
+        .await?;
+    Ok(assigned(client.query(&stmt, &[&limit, &number_id]).await?))
+}
+
+/// Numbers with direct messages waiting.
+pub async fn numbers_with_direct(client: &impl GenericClient) -> Result<Vec<Uuid>, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT DISTINCT preferred_number_id FROM messages
+              WHERE campaign_id IS NULL AND state = 'queued' AND not_before IS NULL
+                AND preferred_number_id IS NOT NULL",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[]).await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Remembers `number_id` as the sender of these messages' recipients.
+pub async fn remember_senders(
+    client: &impl GenericClient,
+    number_id: Uuid,
+    message_ids: &[i64],
+) -> Result<(), DbError> {
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO recipient_senders (tenant_id, recipient, number_id, last_assigned_at)
+             SELECT tenant_id, recipient, $1, now() FROM messages WHERE id = ANY($2)
+             ON CONFLICT (tenant_id, recipient) DO UPDATE
+                SET number_id = EXCLUDED.number_id, last_assigned_at = EXCLUDED.last_assigned_at",
+        )
+        .await?;
+    client.execute(&stmt, &[&number_id, &message_ids]).await?;
+    Ok(())
+}
+
+/// A paused campaign's scheduled messages go back to `queued`; their jobs
+/// will find nothing to claim.
+pub async fn unschedule_campaign(
+    client: &impl GenericClient,
+    campaign_id: Uuid,
+) -> Result<u64, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages
+                SET state = 'queued', sender_number_id = NULL, scheduled_at = NULL
+              WHERE campaign_id = $1 AND state = 'scheduled'",
+        )
+        .await?;
+    Ok(client.execute(&stmt, &[&campaign_id]).await?)
+}
+
+/// Cancels a campaign's messages that have not been claimed for sending.
+pub async fn cancel_unsent(
+    client: &impl GenericClient,
+    campaign_id: Uuid,
+    reason: &str,
+) -> Result<u64, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages SET state = 'cancelled', cancelled_at = now(), failure_reason = $2
+              WHERE campaign_id = $1 AND state IN ('queued', 'scheduled')",
+        )
+        .await?;
+    Ok(client.execute(&stmt, &[&campaign_id, &reason]).await?)
+}
+
+/// Retries whose time came are ready to be scheduled again.
+pub async fn release_due_retries(
+    client: &impl GenericClient,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages SET not_before = NULL
+              WHERE state = 'queued' AND not_before <= $1",
+        )
+        .await?;
+    Ok(client.execute(&stmt, &[&now]).await?)
+}
+
+/// Puts scheduled messages whose job could not be published back in the queue.
+pub async fn unschedule(client: &impl GenericClient, ids: &[i64]) -> Result<u64, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages
+                SET state = 'queued', sender_number_id = NULL, scheduled_at = NULL
+              WHERE id = ANY($1) AND state = 'scheduled'",
+        )
+        .await?;
+    Ok(client.execute(&stmt, &[&ids]).await?)
+}
+
+/// Messages `scheduled` for longer than `age` (their job was lost); refreshes
+/// their `scheduled_at` so they are picked once per period. Returns (message,
+/// number) pairs to publish again.
+pub async fn stale_scheduled(
+    client: &impl GenericClient,
+    age: Duration,
+    limit: i64,
+) -> Result<Vec<(i64, Uuid)>, DbError> {
+    let age_ms = i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+    let stmt = client
+        .prepare_cached(
+            "WITH stale AS (
+                 SELECT id FROM messages
+                  WHERE state = 'scheduled'
+                    AND scheduled_at < now() - $1::bigint * interval '1 millisecond'
+                  LIMIT $2
+                  FOR UPDATE SKIP LOCKED
+             )
+             UPDATE messages m SET scheduled_at = now()
+               FROM stale WHERE m.id = stale.id
+             RETURNING m.id, m.sender_number_id",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&age_ms, &limit]).await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// What a worker needs to know about a job before deciding to act on it.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub recipient: PhoneNumber,
+    pub body_chars: i32,
+    /// The recipient was suppressed since the message was created.
+    pub suppressed: bool,
+}
+
+/// The message behind a job, if it is still waiting to be sent by this number:
+/// `scheduled`, or `sending` under this very lease epoch (a claim whose answer
+/// was lost before the worker acted on it; see [`claim`]).
+pub async fn pending_job(
+    client: &impl GenericClient,
+    message_id: i64,
+    number_id: Uuid,
+    epoch: i64,
+) -> Result<Option<Pending>, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT m.recipient, char_length(m.body),
+                    NOT m.confirms_opt_out
+                    AND EXISTS (SELECT 1 FROM suppressions s
+                                 WHERE s.tenant_id = m.tenant_id AND s.phone = m.recipient)
+               FROM messages m
+              WHERE m.id = $1 AND m.sender_number_id = $2
+                AND (m.state = 'scheduled' OR (m.state = 'sending' AND m.claim_epoch = $3))",
+        )
+        .await?;
+    Ok(client
+        .query_opt(&stmt, &[&message_id, &number_id, &epoch])
+        .await?
+        .map(|row| Pending {
+            recipient: PhoneNumber::from_trusted(row.get(0)),
+            body_chars: row.get(1),
+            suppressed: row.get(2),
+        }))
+}
+
+/// A message claimed for sending.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub campaign_id: Option<Uuid>,
+    pub recipient: PhoneNumber,
+    pub body: String,
+    pub wa_message_id: String,
+    pub attempts: i32,
+    pub media: Option<serde_json::Value>,
+}
+
+/// The claim: `scheduled → sending`, only if the message is still scheduled on
+/// this number, its campaign is running, and `owner` still holds the number's
+/// lease at `epoch` (fencing). Also stamps the number's `last_send_at` so a later
+/// owner keeps the minimum gap. `None` means: do not send.
+///
+/// A message already `sending` under the same epoch is claimed again: within one
+/// lease epoch a worker drives a number's sends one at a time and records every
+/// call's outcome before the next, so such a row is a claim whose reply was lost
+/// (database error) before the worker made the call.
+pub async fn claim(
+    client: &impl GenericClient,
+    message_id: i64,
+    number_id: Uuid,
+    owner: &str,
+    epoch: i64,
+) -> Result<Option<Claimed>, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "WITH claimed AS (
+                 UPDATE messages m
+                    SET state = 'sending', sending_at = now(), attempts = attempts + 1,
+                        claim_epoch = $4
+                  WHERE m.id = $1 AND m.sender_number_id = $2
+                    AND (m.state = 'scheduled' OR (m.state = 'sending' AND m.claim_epoch = $4))
+                    AND EXISTS (SELECT 1 FROM number_leases l
+                                 WHERE l.number_id = $2 AND l.owner = $3 AND l.epoch = $4
+                                   AND l.expires_at > now())
+                    AND (m.campaign_id IS NULL
+                         OR EXISTS (SELECT 1 FROM campaigns c
+                                     WHERE c.id = m.campaign_id AND c.status = 'running'))
+                    AND (m.confirms_opt_out
+                         OR NOT EXISTS (SELECT 1 FROM suppressions s
+                                         WHERE s.tenant_id = m.tenant_id AND s.phone = m.recipient))
+                 RETURNING m.campaign_id, m.recipient, m.body, m.wa_message_id, m.attempts, m.media
+             ), stamped AS (
+                 UPDATE sender_numbers SET last_send_at = now()
+                  WHERE id = $2 AND EXISTS (SELECT 1 FROM claimed)
+             )
+             SELECT campaign_id, recipient, body, wa_message_id, attempts, media FROM claimed",
+        )
+        .await?;
+    Ok(client
+        .query_opt(&stmt, &[&message_id, &number_id, &owner, &epoch])
+        .await?
+        .map(|row| Claimed {
+            campaign_id: row.get(0),
+            recipient: PhoneNumber::from_trusted(row.get(1)),
+            body: row.get(2),
+            wa_message_id: row.get(3),
+            attempts: row.get(4),
+            media: row.get(5),
+        }))
+}
+
+/// The server accepted the message. Also settles a message a takeover had
+/// marked `unknown`, and keeps a receipt that overtook this write.
+pub async fn record_sent(
+    client: &impl GenericClient,
+    message_id: i64,
+    epoch: i64,
+    at: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages
+                SET state = CASE WHEN state IN ('sending', 'unknown') THEN 'sent'::message_state
+                                 ELSE state END,
+                    sent_at = coalesce(sent_at, $3)
+              WHERE id = $1 AND claim_epoch = $2
+                AND state IN ('sending', 'unknown', 'delivered', 'read')",
+        )
+        .await?;
+    Ok(client.execute(&stmt, &[&message_id, &epoch, &at]).await? == 1)
+}
+
+/// The message is known not to have been delivered and will not be retried.
+pub async fn record_failed(
+    client: &impl GenericClient,
+    message_id: i64,
+    epoch: i64,
+    reason: &str,
+) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages SET state = 'failed', failed_at = now(), failure_reason = $3
+              WHERE id = $1 AND claim_epoch = $2 AND state IN ('sending', 'unknown')",
+        )
+        .await?;
+    Ok(client
+        .execute(&stmt, &[&message_id, &epoch, &reason])
+        .await?
+        == 1)
+}
+
+/// The call may or may not have reached WhatsApp: never resent automatically.
+pub async fn record_unknown(
+    client: &impl GenericClient,
+    message_id: i64,
+    epoch: i64,
+    reason: &str,
+) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages SET state = 'unknown', unknown_at = now(), failure_reason = $3
+              WHERE id = $1 AND claim_epoch = $2 AND state = 'sending'",
+        )
+        .await?;
+    Ok(client
+        .execute(&stmt, &[&message_id, &epoch, &reason])
+        .await?
+        == 1)
+}
+
+/// How a message that did not go out returns to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// At once, to be placed again (its sticky sender kept).
+    Now,
+    /// Not before this time (back-off), its sticky sender kept.
+    At(DateTime<Utc>),
+    /// At once, to any number: this one may not write to the recipient now.
+    Elsewhere,
+}
+
+/// The message did not reach WhatsApp, or was refused for a passing reason:
+/// back to `queued` for the scheduler to place again, or `failed` once it
+/// has used `max_attempts`. Returns the state it is in now (`None` if the
+/// row was not this worker's to settle).
+pub async fn requeue(
+    client: &impl GenericClient,
+    message_id: i64,
+    epoch: i64,
+    max_attempts: i32,
+    reason: &str,
+    how: Requeue,
+) -> Result<Option<MessageState>, DbError> {
+    let (not_before, elsewhere) = match how {
+        Requeue::Now => (None, false),
+        Requeue::At(at) => (Some(at), false),
+        Requeue::Elsewhere => (None, true),
+    };
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages
+                SET state = CASE WHEN attempts >= $3 THEN 'failed'::message_state
+                                 ELSE 'queued'::message_state END,
+                    failed_at = CASE WHEN attempts >= $3 THEN now() END,
+                    failure_reason = CASE WHEN attempts >= $3
+                                          THEN format('gave up after %s attempts; last: %s', attempts, $4::text)
+                                          ELSE $4 END,
+                    sender_number_id = CASE WHEN attempts >= $3 THEN sender_number_id END,
+                    preferred_number_id = CASE WHEN $6 THEN NULL ELSE preferred_number_id END,
+                    not_before = CASE WHEN attempts >= $3 THEN NULL ELSE $5::timestamptz END,
+                    scheduled_at = NULL, sending_at = NULL, claim_epoch = NULL
+              WHERE id = $1 AND claim_epoch = $2 AND state = 'sending'
+             RETURNING state",
+        )
+        .await?;
+    let row = client
+        .query_opt(
+            &stmt,
+            &[
+                &message_id,
+                &epoch,
+                &max_attempts,
+                &reason,
+                &not_before,
+                &elsewhere,
+            ],
+        )
+        .await?;
+    Ok(row.map(|row| row.get(0)))
+}
+
+/// A claimed message this worker will not send after all (its lease ran out
+/// before the call, or the number is not connected): back to `queued`
+/// without spending an attempt.
+pub async fn release_claim(
+    client: &impl GenericClient,
+    message_id: i64,
+    epoch: i64,
+) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages
+                SET state = 'queued', sender_number_id = NULL, scheduled_at = NULL,
+                    sending_at = NULL, claim_epoch = NULL, attempts = greatest(attempts - 1, 0)
+              WHERE id = $1 AND claim_epoch = $2 AND state = 'sending'",
+        )
+        .await?;
+    Ok(client.execute(&stmt, &[&message_id, &epoch]).await? == 1)
+}
+
+/// A number's newest sends since `since` (at most `window`), for its breaker.
+/// `matured_before`: sends older than this should have been delivered.
+pub async fn recent_sends(
+    client: &impl GenericClient,
+    number_id: Uuid,
+    since: DateTime<Utc>,
+    window: i64,
+    matured_before: DateTime<Utc>,
+) -> Result<Sample, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT count(*) FILTER (WHERE state IN ('sent', 'delivered', 'read', 'failed', 'unknown')),
+                    count(*) FILTER (WHERE state IN ('failed', 'unknown')),
+                    count(*) FILTER (WHERE state IN ('sent', 'delivered', 'read') AND sent_at < $4),
+                    count(*) FILTER (WHERE state = 'sent' AND sent_at < $4)
+               FROM (SELECT state, sent_at FROM messages
+                      WHERE sender_number_id = $1 AND sending_at IS NOT NULL AND sending_at >= $2
+                      ORDER BY sending_at DESC
+                      LIMIT $3) recent",
+        )
+        .await?;
+    let row = client
+        .query_one(&stmt, &[&number_id, &since, &window, &matured_before])
+        .await?;
+    Ok(Sample {
+        finished: row.get(0),
+        failed: row.get(1),
+        matured: row.get(2),
+        undelivered: row.get(3),
+    })
+}
+
+/// When a worker takes a number over: messages the previous owner had claimed
+/// but not settled may or may not have left. They become `unknown`.
+pub async fn abandon_stale_claims(
+    client: &impl GenericClient,
+    number_id: Uuid,
+    epoch: i64,
+) -> Result<u64, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages
+                SET state = 'unknown', unknown_at = now(),
+                    failure_reason = 'worker stopped between claim and outcome'
+              WHERE sender_number_id = $1 AND state = 'sending' AND claim_epoch < $2",
+        )
+        .await?;
+    Ok(client.execute(&stmt, &[&number_id, &epoch]).await?)
+}
+
+/// What a receipt says about messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptKind {
+    Delivered,
+    Read,
+}
+
+/// Applies a receipt to the number's messages with these WhatsApp ids. States
+/// only move forward; a receipt also settles `sending` and `unknown` messages
+/// (it proves the message left). Returns the rows changed.
+pub async fn apply_receipt(
+    client: &impl GenericClient,
+    number_id: Uuid,
+    wa_message_ids: &[String],
+    kind: ReceiptKind,
+    at: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let sql = match kind {
+        ReceiptKind::Delivered => {
+            "UPDATE messages
+                SET state = 'delivered', delivered_at = coalesce(delivered_at, $3),
+                    sent_at = coalesce(sent_at, $3)
+              WHERE sender_number_id = $1 AND wa_message_id = ANY($2)
+                AND state IN ('sending', 'sent', 'unknown')"
+        }
+        ReceiptKind::Read => {
+            "UPDATE messages
+                SET state = 'read', read_at = coalesce(read_at, $3),
+                    delivered_at = coalesce(delivered_at, $3), sent_at = coalesce(sent_at, $3)
+              WHERE sender_number_id = $1 AND wa_message_id = ANY($2)
+                AND state IN ('sending', 'sent', 'delivered', 'unknown')"
+        }
+    };
+    let stmt = client.prepare_cached(sql).await?;
+    Ok(client
+        .execute(&stmt, &[&number_id, &wa_message_ids, &at])
+        .await?)
+}
+
+/// A campaign's messages still to send (`queued`, `scheduled`) per recipient
+/// zone key, and their average length in characters.
+pub async fn backlog_by_zone(
+    client: &impl GenericClient,
+    campaign_id: Uuid,
+) -> Result<(Vec<(String, i64)>, usize), DbError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT recipient_zone, count(*), coalesce(avg(char_length(body)), 0)::float8
+               FROM messages
+              WHERE campaign_id = $1 AND state IN ('queued', 'scheduled')
+              GROUP BY recipient_zone",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&campaign_id]).await?;
+    let total: i64 = rows.iter().map(|r| r.get::<_, i64>(1)).sum();
+    let weighted: f64 = rows
+        .iter()
+        .map(|r| r.get::<_, f64>(2) * r.get::<_, i64>(1) as f64)
+        .sum();
+    let average = if total == 0 {
+        0
+    } else {
+        (weighted / total as f64) as usize
+    };
+    Ok((rows.iter().map(|r| (r.get(0), r.get(1))).collect(), average))
+}
+
+/// The recipient was suppressed after the message was created: it will not
+/// be sent.
+pub async fn suppress(
+    client: &impl GenericClient,
+    message_id: i64,
+    number_id: Uuid,
+) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages SET state = 'suppressed', suppressed_at = now(),
+                    failure_reason = 'the recipient is suppressed'
+              WHERE id = $1 AND sender_number_id = $2 AND state IN ('scheduled', 'sending')",
+        )
+        .await?;
+    Ok(client.execute(&stmt, &[&message_id, &number_id]).await? == 1)
+}
+
+/// A direct (non-campaign) message to send from `number_id`.
+pub struct NewDirect<'a> {
+    pub tenant_id: Uuid,
+    pub number_id: Uuid,
+    pub message: &'a NewMessage,
+    /// The confirmation of an opt-out: sent although the recipient is now
+    /// suppressed.
+    pub confirms_opt_out: bool,
+}
+
+pub async fn insert_direct(
+    client: &impl GenericClient,
+    new: &NewDirect<'_>,
+) -> Result<i64, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO messages (tenant_id, recipient, body, wa_message_id, recipient_zone,
+                                   preferred_number_id, media, confirms_opt_out)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        )
+        .await?;
+    let m = new.message;
+    Ok(client
+        .query_one(
+            &stmt,
+            &[
+                &new.tenant_id,
+                &m.recipient.as_str(),
+                &m.body,
+                &m.wa_message_id,
+                &m.zone.as_str(),
+                &new.number_id,
+                &m.media,
+                &new.confirms_opt_out,
+            ],
+        )
+        .await?
+        .get(0))
+}
+
+/// A message as the API shows it.
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub campaign_id: Option<Uuid>,
+    pub recipient: String,
+    pub body: String,
+    pub state: MessageState,
+    pub variant: i16,
+    pub sender_number_id: Option<Uuid>,
+    pub wa_message_id: String,
+    pub attempts: i32,
+    pub failure_reason: Option<String>,
+    pub media: Option<serde_json::Value>,
+    /// Time of each state the message went through (`None`: not reached).
+    pub times: [Option<DateTime<Utc>>; 10],
+}
+
+const RECORD_COLUMNS: &str = "id, campaign_id, recipient, body, state, variant, sender_number_id, \
+    wa_message_id, attempts, failure_reason, media, queued_at, scheduled_at, sending_at, \
+    sent_at, delivered_at, read_at, failed_at, unknown_at, suppressed_at, cancelled_at";
+
+fn record_from_row(row: &tokio_postgres::Row) -> MessageRecord {
+    let queued: DateTime<Utc> = row.get(11);
+    MessageRecord {
+        id: row.get(0),
+        campaign_id: row.get(1),
+        recipient: row.get(2),
+        body: row.get(3),
+        state: row.get(4),
+        variant: row.get(5),
+        sender_number_id: row.get(6),
+        wa_message_id: row.get(7),
+        attempts: row.get(8),
+        failure_reason: row.get(9),
+        media: row.get(10),
+        times: [
+            Some(queued),
+            row.get(12),
+            row.get(13),
+            row.get(14),
+            row.get(15),
+            row.get(16),
+            row.get(17),
+            row.get(18),
+            row.get(19),
+            row.get(20),
+        ],
+    }
+}
+
+pub async fn get(
+    client: &impl GenericClient,
+    tenant_id: Uuid,
+    id: i64,
+) -> Result<Option<MessageRecord>, DbError> {
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM messages WHERE tenant_id = $1 AND id = $2"
+        ))
+        .await?;
+    Ok(client
+        .query_opt(&stmt, &[&tenant_id, &id])
+        .await?
+        .as_ref()
+        .map(record_from_row))
+}
+
+/// Filters of a message history page.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    pub campaign_id: Option<Uuid>,
+    pub recipient: Option<String>,
+    pub state: Option<MessageState>,
+}
+
+/// A page of messages in id order (new messages land after the last page,
+/// so a walk never skips or repeats one), after id `after`. One statement per
+/// kind of filter, each served by its own index (a catch-all statement with
+/// optional filters would get a generic plan that uses none).
+pub async fn history(
+    client: &impl GenericClient,
+    tenant_id: Uuid,
+    filter: &HistoryFilter,
+    after: Option<i64>,
+    limit: i64,
+) -> Result<Vec<MessageRecord>, DbError> {
+    let after = after.unwrap_or(0);
+    let (condition, key): (&str, Option<&(dyn tokio_postgres::types::ToSql + Sync)>) =
+        match (&filter.campaign_id, &filter.recipient) {
+            (Some(campaign_id), _) => ("campaign_id = $5", Some(campaign_id)),
+            (None, Some(recipient)) => ("recipient = $5", Some(recipient)),
+            (None, None) => ("true", None),
+        };
+    let recipient_too = filter.campaign_id.is_some() && filter.recipient.is_some();
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM messages
+              WHERE tenant_id = $1 AND {condition}
+                AND ($2::message_state IS NULL OR state = $2)
+                AND id > $3
+                {}
+              ORDER BY id
+              LIMIT $4",
+            if recipient_too {
+                "AND recipient = $6"
+            } else {
+                ""
+            }
+        ))
+        .await?;
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        vec![&tenant_id, &filter.state, &after, &limit];
+    if let Some(key) = key {
+        params.push(key);
+    }
+    if recipient_too {
+        params.push(filter.recipient.as_ref().expect("checked"));
+    }
+    let rows = client.query(&stmt, &params).await?;
+    Ok(rows.iter().map(record_from_row).collect())
+}
+
+/// A recipient was suppressed: their messages not yet being sent are recorded
+/// `suppressed`. Returns how many.
+pub async fn suppress_recipient(
+    client: &impl GenericClient,
+    tenant_id: Uuid,
+    recipient: &str,
+    reason: &str,
+) -> Result<u64, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages SET state = 'suppressed', suppressed_at = now(), failure_reason = $3
+              WHERE tenant_id = $1 AND recipient = $2 AND state IN ('queued', 'scheduled')
+                AND NOT confirms_opt_out",
+        )
+        .await?;
+    Ok(client
+        .execute(&stmt, &[&tenant_id, &recipient, &reason])
+        .await?)
+}
+
+/// A message whose send job the broker gave up on: `failed`, unless it was
+/// claimed (its number's next owner settles that one) or already ended.
+pub async fn fail_dead_lettered(
+    client: &impl GenericClient,
+    message_id: i64,
+    reason: &str,
+) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages SET state = 'failed', failed_at = now(), failure_reason = $2
+              WHERE id = $1 AND state IN ('queued', 'scheduled')",
+        )
+        .await?;
+    Ok(client.execute(&stmt, &[&message_id, &reason]).await? == 1)
+}

@@ -1,0 +1,391 @@
+//! The correctness rules, at the level of the statements that enforce them,
+//! on a real Postgres: fencing, takeover, forward-only receipts, concurrent
+//! scheduling.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use herald_shared::db::{
+    messages::{self, Pick, ReceiptKind, Requeue},
+    number_leases, sender_usage,
+};
+use herald_tests::{
+    TestDb,
+    fixtures::{Fixture, state_of},
+};
+use uuid::Uuid;
+
+const TTL: Duration = Duration::from_secs(30);
+
+fn pick(campaign: Uuid, number: Uuid, limit: i64) -> Pick<'static> {
+    static ZONES: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| vec!["z:UTC".to_string()]);
+    Pick {
+        campaign_id: campaign,
+        number_id: number,
+        open_zones: &ZONES,
+        variants: &[0],
+        limit,
+    }
+}
+
+async fn scheduled_message(db: &TestDb, number: Uuid, campaign: Uuid) -> i64 {
+    let client = db.pool.get().await.unwrap();
+    messages::schedule_open(&client, &pick(campaign, number, 1), &[])
+        .await
+        .unwrap()[0]
+        .id
+}
+
+#[tokio::test]
+async fn only_the_current_lease_holder_can_claim() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 100).await;
+    let campaign = fx.campaign(&db, &[number], 3).await;
+    let client = db.pool.get().await.unwrap();
+
+    let epoch = number_leases::acquire(&client, number, "w1", TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(epoch, 1);
+    assert_eq!(
+        number_leases::acquire(&client, number, "w2", TTL)
+            .await
+            .unwrap(),
+        None,
+        "a live lease cannot be taken"
+    );
+    let message = scheduled_message(&db, number, campaign).await;
+    assert!(
+        messages::claim(&client, message, number, "w2", epoch)
+            .await
+            .unwrap()
+            .is_none(),
+        "wrong owner"
+    );
+    assert!(
+        messages::claim(&client, message, number, "w1", epoch + 1)
+            .await
+            .unwrap()
+            .is_none(),
+        "wrong epoch"
+    );
+    let other_number = fx.number(&db, 2, 100).await;
+    assert!(
+        messages::claim(&client, message, other_number, "w1", epoch)
+            .await
+            .unwrap()
+            .is_none(),
+        "wrong number"
+    );
+    let claimed = messages::claim(&client, message, number, "w1", epoch)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.attempts, 1);
+    assert_eq!(state_of(&db, message).await, "sending");
+
+    // The lease expires and another worker takes over: the old epoch is dead.
+    client
+        .execute(
+            "UPDATE number_leases SET expires_at = now() - interval '1 second'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let next = number_leases::acquire(&client, number, "w2", TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, epoch + 1, "takeover bumps the epoch");
+    assert!(
+        number_leases::renew(&client, "w1", &[(number, epoch)], TTL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let second = scheduled_message(&db, number, campaign).await;
+    assert!(
+        messages::claim(&client, second, number, "w1", epoch)
+            .await
+            .unwrap()
+            .is_none(),
+        "the stale owner can no longer claim"
+    );
+    assert!(
+        messages::claim(&client, second, number, "w2", next)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // The new owner settles what the old one left mid-send.
+    assert_eq!(
+        messages::abandon_stale_claims(&client, number, next)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(state_of(&db, message).await, "unknown");
+    assert_eq!(
+        state_of(&db, second).await,
+        "sending",
+        "its own claim is untouched"
+    );
+    // The old owner's late verdict still lands: it knows the message left.
+    assert!(
+        messages::record_sent(&client, message, epoch, Utc::now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(state_of(&db, message).await, "sent");
+}
+
+#[tokio::test]
+async fn a_claim_needs_a_running_campaign_and_a_scheduled_message() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 100).await;
+    let campaign = fx.campaign(&db, &[number], 2).await;
+    let client = db.pool.get().await.unwrap();
+    let epoch = number_leases::acquire(&client, number, "w1", TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    let message = scheduled_message(&db, number, campaign).await;
+
+    client
+        .execute("UPDATE campaigns SET status = 'paused'", &[])
+        .await
+        .unwrap();
+    assert!(
+        messages::claim(&client, message, number, "w1", epoch)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    client
+        .execute("UPDATE campaigns SET status = 'running'", &[])
+        .await
+        .unwrap();
+    assert!(
+        messages::claim(&client, message, number, "w1", epoch)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        messages::record_sent(&client, message, epoch, Utc::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        messages::claim(&client, message, number, "w1", epoch)
+            .await
+            .unwrap()
+            .is_none(),
+        "a sent message is never claimed again"
+    );
+    assert!(
+        messages::pending_job(&client, message, number, epoch)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn outcomes_that_did_not_leave_go_back_to_the_queue_until_the_attempts_run_out() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 100).await;
+    let campaign = fx.campaign(&db, &[number], 1).await;
+    let client = db.pool.get().await.unwrap();
+    let epoch = number_leases::acquire(&client, number, "w1", TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    for attempt in 1..=3 {
+        let message = scheduled_message(&db, number, campaign).await;
+        messages::claim(&client, message, number, "w1", epoch)
+            .await
+            .unwrap()
+            .unwrap();
+        let state = messages::requeue(&client, message, epoch, 3, "not connected", Requeue::Now)
+            .await
+            .unwrap()
+            .unwrap();
+        let expected = if attempt < 3 { "queued" } else { "failed" };
+        assert_eq!(state.as_str(), expected, "attempt {attempt}");
+        assert_eq!(state_of(&db, message).await, expected);
+    }
+}
+
+#[tokio::test]
+async fn receipts_only_move_messages_forward_and_only_for_their_number() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 100).await;
+    let other = fx.number(&db, 2, 100).await;
+    let campaign = fx.campaign(&db, &[number], 2).await;
+    let client = db.pool.get().await.unwrap();
+    let epoch = number_leases::acquire(&client, number, "w1", TTL)
+        .await
+        .unwrap()
+        .unwrap();
+    let a = scheduled_message(&db, number, campaign).await;
+    let b = scheduled_message(&db, number, campaign).await;
+    let wa_id = |id: i64| {
+        let client = &client;
+        async move {
+            client
+                .query_one("SELECT wa_message_id FROM messages WHERE id = $1", &[&id])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+        }
+    };
+    let (wa_a, wa_b) = (wa_id(a).await, wa_id(b).await);
+    for id in [a, b] {
+        messages::claim(&client, id, number, "w1", epoch)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    messages::record_sent(&client, a, epoch, Utc::now())
+        .await
+        .unwrap();
+    messages::record_unknown(&client, b, epoch, "timeout")
+        .await
+        .unwrap();
+
+    let now = Utc::now();
+    assert_eq!(
+        messages::apply_receipt(
+            &client,
+            other,
+            std::slice::from_ref(&wa_a),
+            ReceiptKind::Read,
+            now
+        )
+        .await
+        .unwrap(),
+        0,
+        "another number's receipt"
+    );
+    assert_eq!(
+        messages::apply_receipt(
+            &client,
+            number,
+            std::slice::from_ref(&wa_a),
+            ReceiptKind::Read,
+            now
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    assert_eq!(
+        messages::apply_receipt(
+            &client,
+            number,
+            std::slice::from_ref(&wa_a),
+            ReceiptKind::Delivered,
+            now
+        )
+        .await
+        .unwrap(),
+        0,
+        "read never goes back to delivered"
+    );
+    assert_eq!(state_of(&db, a).await, "read");
+    // A receipt resolves an unknown outcome: the message did leave.
+    assert_eq!(
+        messages::apply_receipt(&client, number, &[wa_b], ReceiptKind::Delivered, now)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(state_of(&db, b).await, "delivered");
+    let row = client
+        .query_one(
+            "SELECT sent_at IS NOT NULL, delivered_at IS NOT NULL FROM messages WHERE id = $1",
+            &[&b],
+        )
+        .await
+        .unwrap();
+    assert!(
+        row.get::<_, bool>(0) && row.get::<_, bool>(1),
+        "timestamps filled in"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_schedulers_never_pick_the_same_message() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let n1 = fx.number(&db, 1, 1000).await;
+    let n2 = fx.number(&db, 2, 1000).await;
+    let campaign = fx.campaign(&db, &[n1, n2], 200).await;
+    let mut c1 = db.pool.get().await.unwrap();
+    let mut c2 = db.pool.get().await.unwrap();
+    let t1 = c1.transaction().await.unwrap();
+    let t2 = c2.transaction().await.unwrap();
+    // Both transactions open at once: the second skips the rows the first holds.
+    let first = messages::schedule_open(&t1, &pick(campaign, n1, 120), &[])
+        .await
+        .unwrap();
+    let second = messages::schedule_open(&t2, &pick(campaign, n2, 120), &[])
+        .await
+        .unwrap();
+    t1.commit().await.unwrap();
+    t2.commit().await.unwrap();
+    assert_eq!(first.len(), 120);
+    assert_eq!(second.len(), 80);
+    assert!(first.iter().all(|a| !second.contains(a)));
+}
+
+#[tokio::test]
+async fn the_daily_budget_is_counted_per_day_of_the_numbers_zone() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 5).await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute(
+            "UPDATE sender_numbers SET time_zone = 'Pacific/Kiritimati'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let budget = sender_usage::lock_today(&client, number, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let local_today: chrono::NaiveDate = client
+        .query_one(
+            "SELECT (now() AT TIME ZONE 'Pacific/Kiritimati')::date",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(budget.day, local_today);
+    assert_eq!((budget.daily_cap, budget.used), (5, 0));
+    sender_usage::add(&client, number, budget.day, 3)
+        .await
+        .unwrap();
+    sender_usage::add(&client, number, budget.day, 1)
+        .await
+        .unwrap();
+    sender_usage::give_back(&client, number, budget.day, 2)
+        .await
+        .unwrap();
+    let budget = sender_usage::lock_today(&client, number, Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(budget.used, 2);
+}

@@ -1,0 +1,158 @@
+//! The worker's send protocol with an in-process fake of the WhatsApp session
+//! (real Postgres, real RabbitMQ, real scheduler): each kind of verdict ends in
+//! the state the rules demand.
+
+use std::{sync::Arc, time::Duration};
+
+use herald_shared::domain::NumberKind;
+use herald_tests::{
+    TestDb, fixtures::Fixture, inprocess::config, stack::delete_broker_objects, unique_suffix,
+    wait_for,
+};
+use herald_worker::session::{
+    Connectors, SendError,
+    fake::{Action, FakeNetwork},
+};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_verdict_ends_in_its_state() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 100).await;
+    let campaign = fx.campaign(&db, &[number], 4).await;
+    let prefix = format!("herald_t_{}", unique_suffix());
+    let config = config(
+        &db,
+        &prefix,
+        &[
+            ("HERALD__SCHEDULER__TICK_MS", "50"),
+            ("HERALD__WORKER__LEASE_RENEW_MS", "200"),
+            ("HERALD__PACING__DEFAULT_JITTER_KIND", "none"),
+            ("HERALD__PACING__RETRY_BASE_MS", "10"),
+            ("HERALD__PACING__TYPING_MIN_MS", "1"),
+            ("HERALD__PACING__TYPING_MAX_MS", "1"),
+        ],
+    );
+    let network = FakeNetwork::new();
+    network.script([
+        Ok(()),
+        Err(SendError::Rejected { code: "479".into() }),
+        Err(SendError::Unknown("no server ack".into())),
+        Err(SendError::NotSent("connection blip".into())),
+    ]);
+    let shutdown = CancellationToken::new();
+    let connectors = Connectors::default().with(NumberKind::Sim, Arc::new(network.clone()));
+    let worker = tokio::spawn({
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        async move {
+            herald_worker::run(&config, connectors, shutdown)
+                .await
+                .unwrap()
+        }
+    });
+    let scheduler = tokio::spawn({
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        async move {
+            herald_scheduler::run(&config, Default::default(), shutdown)
+                .await
+                .unwrap()
+        }
+    });
+
+    let client = db.pool.get().await.unwrap();
+    let rows = wait_for("every message to end", Duration::from_secs(30), || {
+        let client = &client;
+        async move {
+            let rows = client
+                .query(
+                    "SELECT id, state::text, attempts, coalesce(failure_reason, '')
+                       FROM messages WHERE campaign_id = $1 ORDER BY id",
+                    &[&campaign],
+                )
+                .await
+                .ok()?;
+            let states: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+            states
+                .iter()
+                .all(|s| !matches!(s.as_str(), "queued" | "scheduled" | "sending"))
+                .then_some(rows)
+        }
+    })
+    .await;
+    let outcome: Vec<(String, i32, String)> = rows
+        .iter()
+        .map(|r| (r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            ("sent".to_string(), 1, String::new()),
+            (
+                "failed".to_string(),
+                1,
+                "refused by WhatsApp (code 479)".to_string()
+            ),
+            ("unknown".to_string(), 1, "no server ack".to_string()),
+            // Provably not sent: requeued, then sent on the second attempt.
+            (
+                "sent".to_string(),
+                2,
+                "not sent: connection blip".to_string()
+            ),
+        ]
+    );
+    // Typing came before each of the five calls.
+    let actions = network.actions();
+    let sends: Vec<usize> = actions
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(a, Action::Sent { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(
+        sends.len(),
+        4,
+        "the not-sent call leaves no message: {actions:?}"
+    );
+    for i in sends {
+        assert!(
+            actions[..i]
+                .iter()
+                .rev()
+                .any(|a| matches!(a, Action::Typing { on: true, .. })),
+            "send without typing before it"
+        );
+    }
+    wait_for("the campaign to complete", Duration::from_secs(10), || {
+        let client = &client;
+        async move {
+            let status: String = client
+                .query_one(
+                    "SELECT status::text FROM campaigns WHERE id = $1",
+                    &[&campaign],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (status == "completed").then_some(())
+        }
+    })
+    .await;
+
+    shutdown.cancel();
+    worker.await.unwrap();
+    scheduler.await.unwrap();
+    // A graceful stop hands the lease back at once.
+    let live: i64 = client
+        .query_one(
+            "SELECT count(*) FROM number_leases WHERE expires_at > now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(live, 0, "lease released on shutdown");
+    drop(client);
+    delete_broker_objects(&prefix, &[number]).await;
+}
