@@ -26,6 +26,7 @@ pub mod client;
 pub mod database;
 pub mod fixtures;
 pub mod inprocess;
+pub mod ports;
 pub mod prometheus;
 pub mod python;
 pub mod receiver;

@@ -79,9 +79,7 @@ impl Prometheus {
         }
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, config).expect("prometheus config");
-        let listen = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port");
+        let listen = crate::ports::free_addr();
         let log = std::fs::File::create(dir.join("prometheus.log")).expect("log file");
         let child = Command::new(tool("prometheus"))
             .arg(format!("--config.file={}", config_path.display()))

@@ -4,7 +4,6 @@
 
 use std::{
     collections::BTreeMap,
-    net::{SocketAddr, TcpListener},
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -15,7 +14,7 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
-use crate::{ApiClient, SimClient, TestDb, unique_suffix, wait_for};
+use crate::{ApiClient, SimClient, TestDb, ports::free_addr, unique_suffix, wait_for};
 
 /// Webhook back-offs of test stacks: seconds, not hours.
 pub const TEST_RETRY_SCHEDULE: &str = "100ms, 200ms, 500ms, 1s, 2s, 2s";
@@ -96,12 +95,6 @@ pub fn binary(name: &str) -> PathBuf {
         "{name} not found near {}: build the binaries first (cargo build --workspace --bins)",
         exe.display()
     );
-}
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
 }
 
 impl Stack {
@@ -328,7 +321,7 @@ impl Stack {
         self.spawn(name, &binary, &args, &env);
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let http = crate::http();
         let sim = format!("{}/healthz", self.sim.base);
         let api = format!("{}/readyz", self.api.base);
@@ -342,6 +335,19 @@ impl Stack {
                 }
             })
             .await;
+        }
+        // A process that could not start (a port taken, a bad setting) would
+        // otherwise show up as a test waiting for work that never happens.
+        for process in &mut self.processes {
+            if let Ok(Some(status)) = process.child.try_wait() {
+                let log = std::fs::read_to_string(&process.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                panic!(
+                    "{} exited at startup ({status}); the end of its log:\n{}",
+                    process.name,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
         }
     }
 

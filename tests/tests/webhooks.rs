@@ -3,7 +3,7 @@
 //! receiver on a local port. Signatures are checked with the Standard
 //! Webhooks reference library for Python, not with Herald's own code.
 
-use std::{collections::BTreeMap, net::TcpListener, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use herald_tests::{
     ApiServer,
@@ -90,10 +90,7 @@ async fn event_ids(server: &ApiServer, types: &[&str]) -> Vec<String> {
 async fn every_event_arrives_after_a_receiver_outage_signed_and_duplicated_only_under_its_id() {
     let server = server().await;
     // A port nobody listens on yet: the receiver is down.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let port = herald_tests::ports::free_addr();
     let url = format!("http://{port}/hooks/herald");
     let types = ["message.sent", "campaign.started"];
     let (hook, secret) = endpoint(&server, &url, &types).await;
