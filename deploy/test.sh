@@ -47,6 +47,15 @@ if [ ! -x "$prometheus_dir/usr/bin/prometheus" ]; then
 fi
 export PATH="$prometheus_dir/usr/bin:$PATH"
 
+# Headless Chromium and ChromeDriver (Debian's packages) for the console's
+# browser tests.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  echo "[test] installing chromium and chromium-driver"
+  if [ "$(id -u)" -eq 0 ]; then as=(); else as=(sudo); fi
+  "${as[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${as[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+
 # Leftovers of interrupted runs: test databases and test queues.
 if [ "$(id -u)" -eq 0 ]; then
   runuser -u postgres -- psql -qAt -d postgres \

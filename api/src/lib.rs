@@ -14,6 +14,7 @@
 //! - [`openapi`]: the generated OpenAPI 3.1 document.
 
 pub mod admin;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod middleware;

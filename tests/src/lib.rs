@@ -22,6 +22,7 @@
 //! --bins`; `deploy/test.sh` does it): the harness looks for them next to the
 //! running test executable.
 
+pub mod browser;
 pub mod client;
 pub mod database;
 pub mod fixtures;

@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi::document))
+        .merge(crate::console::router())
         .merge(v1)
         .route_layer(middleware::from_fn(observe))
         .fallback(not_found)

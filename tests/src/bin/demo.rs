@@ -47,11 +47,20 @@ async fn main() -> anyhow::Result<()> {
     println!("  API       {}", stack.api.base);
     println!("  simulator {}", stack.sim.base);
     println!("  logs      {}", dir.display());
+    println!(
+        "  console   {}/console/ (sign in with the API key {})",
+        stack.api.base,
+        stack.api.key.as_deref().unwrap_or_default()
+    );
 
     let result = tokio::select! {
         result = run_campaign(&stack) => result,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
+    if result.is_ok() && std::env::var_os("HERALD_DEMO_KEEP").is_some() {
+        println!("\nStill running for a look at the console; Ctrl-C stops everything.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
     println!("\nStopping everything the demo started…");
     let database = stack.db.url.clone();
     stack.stop().await;
