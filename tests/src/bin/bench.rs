@@ -1,0 +1,339 @@
+//! `herald-bench`: what Herald costs against what its parts can do at best on
+//! the same machine, measured in the same run and printed side by side as
+//! ratios. Run it through `./deploy/bench.sh` (release build); figures and
+//! how to read them are in `docs/BENCHMARKS.md`.
+//!
+//! Benchmarks (all by default, or name some):
+//! - `ingest`: a CSV of contacts through `POST /v1/lists/{id}/import` vs a raw
+//!   `COPY` of the same file into a table with the same columns and a unique
+//!   phone index; and the API's peak RSS.
+//! - `latency`: p50/p99 of `POST /v1/messages` and `GET /v1/campaigns/{id}`
+//!   under an open-loop load from this process, vs `GET /healthz` (the HTTP
+//!   stack alone) under the same load.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use herald_tests::{Stack, StackOptions};
+use serde_json::{Value, json};
+use tokio::io::AsyncReadExt;
+
+struct Options {
+    which: Vec<String>,
+    rows: u64,
+    rate: u64,
+    seconds: u64,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        which: Vec::new(),
+        rows: 1_000_000,
+        rate: 500,
+        seconds: 20,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut number = |name: &str| -> u64 {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} takes a number"))
+        };
+        match arg.as_str() {
+            "--rows" => options.rows = number("--rows"),
+            "--rate" => options.rate = number("--rate"),
+            "--seconds" => options.seconds = number("--seconds"),
+            "ingest" | "latency" => options.which.push(arg),
+            other => panic!(
+                "unknown argument {other:?}; usage: herald-bench [ingest] [latency] \
+                 [--rows N] [--rate R] [--seconds S]"
+            ),
+        }
+    }
+    if options.which.is_empty() {
+        options.which = vec!["ingest".into(), "latency".into()];
+    }
+    options
+}
+
+#[tokio::main]
+async fn main() {
+    let options = options();
+    let dir = std::env::temp_dir().join("herald-bench");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    println!("herald-bench on {}", machine());
+    for which in &options.which {
+        match which.as_str() {
+            "ingest" => ingest(&dir, options.rows).await,
+            "latency" => latency(options.rate, options.seconds).await,
+            _ => unreachable!("checked in options()"),
+        }
+    }
+}
+
+fn machine() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024 / 1024);
+    format!("{cpus} CPUs, {memory} GiB")
+}
+
+/// A process's peak resident memory (VmHWM), in MB.
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Writes `rows` contacts (distinct valid Brazilian mobiles, three
+/// attributes) as CSV; returns its size in bytes.
+fn write_contacts(path: &Path, rows: u64) -> u64 {
+    use std::io::Write;
+    let file = std::fs::File::create(path).expect("CSV file");
+    let mut out = std::io::BufWriter::new(file);
+    writeln!(out, "phone,name,city,plan").unwrap();
+    const CITIES: [&str; 4] = ["São Paulo", "Campinas", "Santos", "Sorocaba"];
+    for i in 0..rows {
+        writeln!(
+            out,
+            "+55119{:08},Cliente {i},{},{}",
+            i,
+            CITIES[(i % 4) as usize],
+            if i % 3 == 0 { "gold" } else { "basic" }
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+    std::fs::metadata(path).unwrap().len()
+}
+
+async fn stack(env: &[(&str, &str)]) -> Stack {
+    Stack::start(StackOptions {
+        workers: 0,
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..StackOptions::default()
+    })
+    .await
+}
+
+async fn ingest(dir: &Path, rows: u64) {
+    let csv: PathBuf = dir.join(format!("contacts-{rows}.csv"));
+    let bytes = write_contacts(&csv, rows);
+    let stack = stack(&[]).await;
+    let api_pid = stack.pid("api").expect("api running");
+    let rss_before = peak_rss_mb(api_pid);
+
+    // Herald: the whole file streamed to the import endpoint.
+    let list = stack
+        .api
+        .post("/v1/lists", &json!({ "name": "bench" }))
+        .await
+        .expect(201);
+    let body = tokio::fs::read(&csv).await.expect("read CSV");
+    let started = Instant::now();
+    let report = stack
+        .api
+        .send(
+            stack
+                .api
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/v1/lists/{}/import", list["id"].as_str().unwrap()),
+                )
+                .header("content-type", "text/csv")
+                .timeout(Duration::from_secs(3600))
+                .body(body),
+        )
+        .await;
+    let herald = started.elapsed();
+    assert_eq!(report.status, 201, "import: {}", report.body);
+    assert_eq!(report.body["accepted"], rows, "{}", report.body);
+    let rss_peak = peak_rss_mb(api_pid);
+
+    // The floor: COPY of the same file, same columns, a unique phone index.
+    let (client, connection) = tokio_postgres::connect(&stack.db.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "CREATE TABLE bench_copy (phone text NOT NULL, name text, city text, plan text);
+             CREATE UNIQUE INDEX ON bench_copy (phone);",
+        )
+        .await
+        .expect("table");
+    let started = Instant::now();
+    let sink = client
+        .copy_in::<_, Bytes>("COPY bench_copy FROM STDIN (FORMAT csv, HEADER true)")
+        .await
+        .expect("copy");
+    futures_util::pin_mut!(sink);
+    let mut file = tokio::fs::File::open(&csv).await.expect("open CSV");
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut chunk).await.expect("read CSV");
+        if n == 0 {
+            break;
+        }
+        sink.send(Bytes::copy_from_slice(&chunk[..n]))
+            .await
+            .expect("copy data");
+    }
+    let copied = sink.finish().await.expect("copy end");
+    let floor = started.elapsed();
+    assert_eq!(copied, rows);
+
+    let ratio = herald.as_secs_f64() / floor.as_secs_f64();
+    println!(
+        "ingest    {rows} rows, {:.1} MB CSV\n  \
+         herald import   {:>7.2} s  ({:.0} rows/s)\n  \
+         raw COPY        {:>7.2} s  ({:.0} rows/s)\n  \
+         ratio           {ratio:>7.2}x  (goal <= 1.5x)\n  \
+         API peak RSS    {rss_peak:>7.1} MB (after start-up {rss_before:.1} MB; goal < 150 MB)",
+        bytes as f64 / 1e6,
+        herald.as_secs_f64(),
+        rows as f64 / herald.as_secs_f64(),
+        floor.as_secs_f64(),
+        rows as f64 / floor.as_secs_f64(),
+    );
+    stack.stop().await;
+}
+
+/// Latencies of one kind of request, in microseconds.
+#[derive(Default)]
+struct Samples {
+    micros: Vec<u64>,
+    errors: u64,
+}
+
+impl Samples {
+    fn percentile(&mut self, p: f64) -> f64 {
+        if self.micros.is_empty() {
+            return f64::NAN;
+        }
+        self.micros.sort_unstable();
+        let rank = ((p / 100.0) * (self.micros.len() - 1) as f64).round() as usize;
+        self.micros[rank] as f64 / 1000.0
+    }
+}
+
+async fn latency(rate: u64, seconds: u64) {
+    // The tenant's rate limit would answer 429 long before 500 requests/s:
+    // lift it, the point is the cost of a request.
+    let stack = stack(&[
+        ("HERALD__API__RATE_LIMIT_PER_SECOND", "100000"),
+        ("HERALD__API__RATE_LIMIT_BURST", "100000"),
+    ])
+    .await;
+    let phone = herald_tests::mobile(990, 1);
+    stack.sim.create_paired_number(&phone).await;
+    let number = stack.api.create_number(&phone).await;
+    let template = stack.api.create_template("bench", "Hi {{name}}!").await;
+    // A campaign of 10,000 recipients: its stats are a GROUP BY over them.
+    let recipients: Vec<Value> = (0..10_000)
+        .map(|i| json!({ "phone": herald_tests::mobile(991, i), "variables": { "name": format!("R{i}") } }))
+        .collect();
+    let campaign = stack
+        .api
+        .create_campaign(&json!({
+            "name": "bench", "template_id": template, "numbers": [number], "recipients": recipients,
+        }))
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let kinds = [
+        "GET /healthz",
+        "POST /v1/messages",
+        "GET /v1/campaigns/{id}",
+    ];
+    let samples: Arc<Vec<tokio::sync::Mutex<Samples>>> = Arc::new(
+        kinds
+            .iter()
+            .map(|_| tokio::sync::Mutex::new(Samples::default()))
+            .collect(),
+    );
+    let api = stack.api.clone();
+    // Open loop: requests leave on a fixed schedule whatever the answers'
+    // speed (a closed loop would slow down with the server and hide queueing).
+    let total = rate * seconds;
+    let mut ticker = tokio::time::interval(Duration::from_nanos(1_000_000_000 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for i in 0..total {
+        ticker.tick().await;
+        let kind = (i % 3) as usize;
+        let (api, samples, campaign, number) = (
+            api.clone(),
+            samples.clone(),
+            campaign.clone(),
+            number.clone(),
+        );
+        tasks.spawn(async move {
+            let sent = Instant::now();
+            let ok = match kind {
+                0 => api.get("/healthz").await.status == 200,
+                1 => {
+                    let to = herald_tests::mobile(992, (i % 100_000) as u32);
+                    api.post(
+                        "/v1/messages",
+                        &json!({ "from": number, "to": to, "text": "Your code is 1234" }),
+                    )
+                    .await
+                    .status
+                        == 202
+                }
+                _ => api.get(&format!("/v1/campaigns/{campaign}")).await.status == 200,
+            };
+            let took = sent.elapsed().as_micros() as u64;
+            let mut s = samples[kind].lock().await;
+            if ok {
+                s.micros.push(took);
+            } else {
+                s.errors += 1;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "latency   {total} requests in {elapsed:.1} s ({:.0}/s offered at {rate}/s, open loop)",
+        total as f64 / elapsed
+    );
+    for (kind, s) in kinds.iter().zip(samples.iter()) {
+        let mut s = s.lock().await;
+        let (p50, p99) = (s.percentile(50.0), s.percentile(99.0));
+        println!(
+            "  {kind:<24} p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({} answered, {} errors){}",
+            s.micros.len(),
+            s.errors,
+            if kind.starts_with("GET /healthz") {
+                "  <- the HTTP stack alone"
+            } else {
+                "  (goal p99 < 10 ms)"
+            }
+        );
+    }
+    stack.stop().await;
+}
