@@ -63,6 +63,7 @@ pub async fn create_staging(client: &impl GenericClient) -> Result<(), DbError> 
         .batch_execute(
             "CREATE TEMP TABLE import_rows (
                  line bigint NOT NULL,
+                 id uuid,
                  phone text,
                  name text,
                  attributes jsonb,
@@ -75,7 +76,7 @@ pub async fn create_staging(client: &impl GenericClient) -> Result<(), DbError> 
 
 /// The COPY statement for [`create_staging`]'s table, text format.
 pub const COPY_STAGING: &str =
-    "COPY import_rows (line, phone, name, attributes, reason) FROM STDIN";
+    "COPY import_rows (line, id, phone, name, attributes, reason) FROM STDIN";
 
 /// Counts of a merge.
 #[derive(Debug, Clone, Copy, Default)]
@@ -117,12 +118,12 @@ pub async fn merge_staging(
     let merged = client
         .query_one(
             "WITH latest AS (
-                 SELECT DISTINCT ON (phone) phone, name, attributes
+                 SELECT DISTINCT ON (phone) id, phone, name, attributes
                    FROM import_rows WHERE reason IS NULL
                   ORDER BY phone, line DESC
              ), upserted AS (
                  INSERT INTO contacts (id, tenant_id, phone, name, attributes)
-                 SELECT gen_random_uuid(), $1, phone, name, attributes FROM latest
+                 SELECT id, $1, phone, name, attributes FROM latest ORDER BY id
                  ON CONFLICT (tenant_id, phone) DO UPDATE
                     SET name = coalesce(EXCLUDED.name, contacts.name),
                         attributes = contacts.attributes || EXCLUDED.attributes,

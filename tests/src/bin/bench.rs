@@ -101,6 +101,25 @@ fn peak_rss_mb(pid: u32) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// CPU seconds a process has used (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at state.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after state.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// Writes `rows` contacts (distinct valid Brazilian mobiles, three
 /// attributes) as CSV; returns its size in bytes.
 fn write_contacts(path: &Path, rows: u64) -> u64 {
@@ -149,6 +168,7 @@ async fn ingest(dir: &Path, rows: u64) {
         .await
         .expect(201);
     let body = tokio::fs::read(&csv).await.expect("read CSV");
+    let cpu_before = cpu_seconds(api_pid);
     let started = Instant::now();
     let report = stack
         .api
@@ -168,6 +188,7 @@ async fn ingest(dir: &Path, rows: u64) {
     assert_eq!(report.status, 201, "import: {}", report.body);
     assert_eq!(report.body["accepted"], rows, "{}", report.body);
     let rss_peak = peak_rss_mb(api_pid);
+    let api_cpu = cpu_seconds(api_pid) - cpu_before;
 
     // The floor: COPY of the same file, same columns, a unique phone index.
     let (client, connection) = tokio_postgres::connect(&stack.db.url, tokio_postgres::NoTls)
@@ -205,7 +226,7 @@ async fn ingest(dir: &Path, rows: u64) {
     let ratio = herald.as_secs_f64() / floor.as_secs_f64();
     println!(
         "ingest    {rows} rows, {:.1} MB CSV\n  \
-         herald import   {:>7.2} s  ({:.0} rows/s)\n  \
+         herald import   {:>7.2} s  ({:.0} rows/s; the API process used {api_cpu:.1} s of CPU)\n  \
          raw COPY        {:>7.2} s  ({:.0} rows/s)\n  \
          ratio           {ratio:>7.2}x  (goal <= 1.5x)\n  \
          API peak RSS    {rss_peak:>7.1} MB (after start-up {rss_before:.1} MB; goal < 150 MB)",
