@@ -370,6 +370,17 @@ impl Output {
             println!("{}", text());
         }
     }
+
+    /// Prints `items` as one JSON array, or else a line each.
+    fn lines(&self, items: &[Value], line: impl Fn(&Value) -> String) {
+        if self.json {
+            println!("{}", Value::Array(items.to_vec()));
+        } else {
+            for item in items {
+                println!("{}", line(item));
+            }
+        }
+    }
 }
 
 fn s(value: &Value) -> &str {
@@ -380,23 +391,22 @@ async fn numbers(api: &Api, out: &Output, command: NumberCommand) -> anyhow::Res
     match command {
         NumberCommand::List => {
             let numbers = api.all("/v1/numbers").await?;
-            out.show(&Value::Array(numbers.clone()), || {
-                let mut lines = vec![format!(
+            if !out.json {
+                println!(
                     "{:<36}  {:<16}  {:<8}  {:<14}  {:<9}  {:>6}",
                     "ID", "PHONE", "KIND", "STATE", "CONNECTED", "DAY"
-                )];
-                lines.extend(numbers.iter().map(|n| {
-                    format!(
-                        "{:<36}  {:<16}  {:<8}  {:<14}  {:<9}  {:>6}",
-                        s(&n["id"]),
-                        s(&n["phone"]),
-                        s(&n["kind"]),
-                        s(&n["state"]),
-                        if n["connected"] == true { "yes" } else { "no" },
-                        n["warmup_day"]
-                    )
-                }));
-                lines.join("\n")
+                );
+            }
+            out.lines(&numbers, |n| {
+                format!(
+                    "{:<36}  {:<16}  {:<8}  {:<14}  {:<9}  {:>6}",
+                    s(&n["id"]),
+                    s(&n["phone"]),
+                    s(&n["kind"]),
+                    s(&n["state"]),
+                    if n["connected"] == true { "yes" } else { "no" },
+                    n["warmup_day"]
+                )
             });
         }
         NumberCommand::Add { phone, kind, label } => {
@@ -543,12 +553,8 @@ async fn templates(api: &Api, out: &Output, command: TemplateCommand) -> anyhow:
     match command {
         TemplateCommand::List => {
             let templates = api.all("/v1/templates").await?;
-            out.show(&Value::Array(templates.clone()), || {
-                templates
-                    .iter()
-                    .map(|t| format!("{}  {}  {:?}", s(&t["id"]), s(&t["name"]), s(&t["body"])))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+            out.lines(&templates, |t| {
+                format!("{}  {}  {:?}", s(&t["id"]), s(&t["name"]), s(&t["body"]))
             });
         }
         TemplateCommand::Create { name, body } => {
@@ -567,22 +573,16 @@ async fn campaigns(api: &Api, out: &Output, command: CampaignCommand) -> anyhow:
     match command {
         CampaignCommand::List => {
             let campaigns = api.all("/v1/campaigns").await?;
-            out.show(&Value::Array(campaigns.clone()), || {
-                campaigns
-                    .iter()
-                    .map(|c| {
-                        let (done, total) = progress(c);
-                        format!(
-                            "{}  {:<10}  {:>7}/{:<7}  {}",
-                            s(&c["id"]),
-                            s(&c["status"]),
-                            done,
-                            total,
-                            s(&c["name"])
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("\n")
+            out.lines(&campaigns, |c| {
+                let (done, total) = progress(c);
+                format!(
+                    "{}  {:<10}  {:>7}/{:<7}  {}",
+                    s(&c["id"]),
+                    s(&c["status"]),
+                    done,
+                    total,
+                    s(&c["name"])
+                )
             });
         }
         CampaignCommand::Create(create) => create_campaign(api, out, create).await?,
