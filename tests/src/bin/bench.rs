@@ -10,6 +10,9 @@
 //! - `latency`: p50/p99 of `POST /v1/messages` and `GET /v1/campaigns/{id}`
 //!   under an open-loop load from this process, vs `GET /healthz` (the HTTP
 //!   stack alone) under the same load.
+//! - `numbers`: one worker process driving 1,000 simulated numbers, against
+//!   the same process driving none: resident memory per number, CPU while
+//!   nothing is due.
 
 use std::{
     path::{Path, PathBuf},
@@ -28,6 +31,7 @@ struct Options {
     rows: u64,
     rate: u64,
     seconds: u64,
+    numbers: u32,
 }
 
 fn options() -> Options {
@@ -36,6 +40,7 @@ fn options() -> Options {
         rows: 1_000_000,
         rate: 500,
         seconds: 20,
+        numbers: 1000,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -48,15 +53,16 @@ fn options() -> Options {
             "--rows" => options.rows = number("--rows"),
             "--rate" => options.rate = number("--rate"),
             "--seconds" => options.seconds = number("--seconds"),
-            "ingest" | "latency" => options.which.push(arg),
+            "--numbers" => options.numbers = number("--numbers") as u32,
+            "ingest" | "latency" | "numbers" => options.which.push(arg),
             other => panic!(
-                "unknown argument {other:?}; usage: herald-bench [ingest] [latency] \
-                 [--rows N] [--rate R] [--seconds S]"
+                "unknown argument {other:?}; usage: herald-bench [ingest] [latency] [numbers] \
+                 [--rows N] [--rate R] [--seconds S] [--numbers N]"
             ),
         }
     }
     if options.which.is_empty() {
-        options.which = vec!["ingest".into(), "latency".into()];
+        options.which = vec!["ingest".into(), "latency".into(), "numbers".into()];
     }
     options
 }
@@ -71,6 +77,7 @@ async fn main() {
         match which.as_str() {
             "ingest" => ingest(&dir, options.rows).await,
             "latency" => latency(options.rate, options.seconds).await,
+            "numbers" => numbers(options.numbers).await,
             _ => unreachable!("checked in options()"),
         }
     }
@@ -118,6 +125,24 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after state.
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A process's resident memory now (VmRSS), in MB.
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The share of one core a process uses over `window`.
+async fn cpu_share(pid: u32, window: Duration) -> f64 {
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(window).await;
+    (cpu_seconds(pid) - before) / window.as_secs_f64()
 }
 
 /// Writes `rows` contacts (distinct valid Brazilian mobiles, three
@@ -356,5 +381,90 @@ async fn latency(rate: u64, seconds: u64) {
             }
         );
     }
+    stack.stop().await;
+}
+
+async fn numbers(count: u32) {
+    use futures_util::StreamExt as _;
+    // Production lease timing and log level (the test stacks renew every
+    // second and log the worker at debug); numbers connect 10 ms apart rather
+    // than 500 ms, or a thousand would take eight minutes to come up.
+    let stack = Stack::start(StackOptions {
+        workers: 1,
+        env: [
+            ("HERALD__WORKER__LEASE_RENEW_MS", "3000"),
+            ("HERALD__WORKER__CONNECT_STAGGER_MS", "10"),
+            ("HERALD__WORKER__MAX_NUMBERS", "5000"),
+            ("HERALD__TELEMETRY__LOG_FILTER", "info,lapin=warn"),
+            ("HERALD__API__RATE_LIMIT_PER_SECOND", "100000"),
+            ("HERALD__API__RATE_LIMIT_BURST", "100000"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+        ..StackOptions::default()
+    })
+    .await;
+    let worker = stack.pid("worker-1").expect("worker running");
+    let window = Duration::from_secs(30);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (rss_idle, cpu_idle) = (rss_mb(worker), cpu_share(worker, window).await);
+
+    let started = Instant::now();
+    futures_util::stream::iter(0..count)
+        .map(|i| {
+            let stack = &stack;
+            async move {
+                let phone = herald_tests::mobile(993 + i / 100_000, i % 100_000);
+                stack.sim.create_paired_number(&phone).await;
+                stack.api.create_number(&phone).await;
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<()>>()
+        .await;
+    herald_tests::wait_for(
+        "every number to connect",
+        Duration::from_secs(600),
+        || async {
+            let mut connected = 0;
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = "/v1/numbers?limit=500".to_string();
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                let page = stack.api.get(&path).await.body;
+                connected += page["data"]
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["connected"] == true)
+                    .count();
+                match page["next_cursor"].as_str() {
+                    Some(next) => cursor = Some(next.to_string()),
+                    None => break,
+                }
+            }
+            (connected == count as usize).then_some(())
+        },
+    )
+    .await;
+    let up_after = started.elapsed();
+    // Let start-up work (connections, key loads) finish, then nothing is due.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (rss_full, cpu_full) = (rss_mb(worker), cpu_share(worker, window).await);
+    let per_number = (rss_full - rss_idle) / f64::from(count);
+    println!(
+        "numbers   one worker process, {count} simulated numbers (all connected after {:.0} s)\n  \
+         RSS             {rss_idle:>7.1} MB with none, {rss_full:.1} MB with {count}: \
+         {:.3} MB per number (goal < 5 MB)\n  \
+         idle CPU        {:>7.1}% of a core with none, {:.1}% with {count} (goal < 5%), \
+         over {} s each",
+        up_after.as_secs_f64(),
+        per_number,
+        cpu_idle * 100.0,
+        cpu_full * 100.0,
+        window.as_secs()
+    );
     stack.stop().await;
 }

@@ -44,6 +44,8 @@ use crate::keystore::{DataKey, MasterKey};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a logout waits for the network to end the linked session.
+const LOGOUT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Events buffered between the connection and the worker; past this the
 /// connection stops reading (back-pressure to the network).
 const EVENT_BUFFER: usize = 1024;
@@ -540,8 +542,21 @@ impl Session for SimSession {
         self.shared.write(ClientFrame::RequestPairCode)
     }
 
+    /// Like a real logout, done when the network has answered: it unlinks
+    /// the device and closes the connection. Returning once the frame is
+    /// queued let a shutdown right after drop it before it was written (the
+    /// device stayed linked).
     async fn logout(&self) -> Result<(), SessionError> {
-        self.shared.write(ClientFrame::Logout)
+        let mut state = self.shared.state.subscribe();
+        self.shared.write(ClientFrame::Logout)?;
+        let closed = state.wait_for(|s| !matches!(s, ConnectionState::Connected { .. }));
+        match tokio::time::timeout(LOGOUT_TIMEOUT, closed).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(SessionError::NotConnected),
+            Err(_) => Err(SessionError::Failed(format!(
+                "the network did not end the session within {LOGOUT_TIMEOUT:?} of the logout"
+            ))),
+        }
     }
 
     async fn shutdown(&self) {
