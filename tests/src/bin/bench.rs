@@ -97,15 +97,24 @@ fn machine() -> String {
     format!("{cpus} CPUs, {memory} GiB")
 }
 
-/// A process's peak resident memory (VmHWM), in MB.
-fn peak_rss_mb(pid: u32) -> f64 {
+/// A memory figure of a process's `/proc/<pid>/status` (`VmHWM`: peak
+/// resident, `VmRSS`: resident now), in MB.
+fn memory_mb(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next())
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    memory_mb(pid, "VmHWM")
+}
+
+fn rss_mb(pid: u32) -> f64 {
+    memory_mb(pid, "VmRSS")
 }
 
 /// CPU seconds a process has used (user + system).
@@ -125,17 +134,6 @@ fn cpu_seconds(pid: u32) -> f64 {
     };
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after state.
     (ticks(11) + ticks(12)) / 100.0
-}
-
-/// A process's resident memory now (VmRSS), in MB.
-fn rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// The share of one core a process uses over `window`.
@@ -167,9 +165,9 @@ fn write_contacts(path: &Path, rows: u64) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
 
-async fn stack(env: &[(&str, &str)]) -> Stack {
+async fn stack(workers: usize, env: &[(&str, &str)]) -> Stack {
     Stack::start(StackOptions {
-        workers: 0,
+        workers,
         env: env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -182,7 +180,7 @@ async fn stack(env: &[(&str, &str)]) -> Stack {
 async fn ingest(dir: &Path, rows: u64) {
     let csv: PathBuf = dir.join(format!("contacts-{rows}.csv"));
     let bytes = write_contacts(&csv, rows);
-    let stack = stack(&[]).await;
+    let stack = stack(0, &[]).await;
     let api_pid = stack.pid("api").expect("api running");
     let rss_before = peak_rss_mb(api_pid);
 
@@ -285,10 +283,13 @@ impl Samples {
 async fn latency(rate: u64, seconds: u64) {
     // The tenant's rate limit would answer 429 long before 500 requests/s:
     // lift it, the point is the cost of a request.
-    let stack = stack(&[
-        ("HERALD__API__RATE_LIMIT_PER_SECOND", "100000"),
-        ("HERALD__API__RATE_LIMIT_BURST", "100000"),
-    ])
+    let stack = stack(
+        0,
+        &[
+            ("HERALD__API__RATE_LIMIT_PER_SECOND", "100000"),
+            ("HERALD__API__RATE_LIMIT_BURST", "100000"),
+        ],
+    )
     .await;
     let phone = herald_tests::mobile(990, 1);
     stack.sim.create_paired_number(&phone).await;
@@ -389,21 +390,17 @@ async fn numbers(count: u32) {
     // Production lease timing and log level (the test stacks renew every
     // second and log the worker at debug); numbers connect 10 ms apart rather
     // than 500 ms, or a thousand would take eight minutes to come up.
-    let stack = Stack::start(StackOptions {
-        workers: 1,
-        env: [
+    let stack = stack(
+        1,
+        &[
             ("HERALD__WORKER__LEASE_RENEW_MS", "3000"),
             ("HERALD__WORKER__CONNECT_STAGGER_MS", "10"),
             ("HERALD__WORKER__MAX_NUMBERS", "5000"),
             ("HERALD__TELEMETRY__LOG_FILTER", "info,lapin=warn"),
             ("HERALD__API__RATE_LIMIT_PER_SECOND", "100000"),
             ("HERALD__API__RATE_LIMIT_BURST", "100000"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
-        ..StackOptions::default()
-    })
+        ],
+    )
     .await;
     let worker = stack.pid("worker-1").expect("worker running");
     let window = Duration::from_secs(30);
