@@ -27,8 +27,11 @@ use crate::{
 /// Events written per transaction at most.
 const BATCH: usize = 256;
 
-/// Runs until `stop` or until the session ends. Cancels `stop` itself when the
-/// number got logged out (it cannot be driven until paired again).
+/// Runs until `until` or until the session ends. Cancels `stop` (the number's
+/// driver) when the number got logged out: it cannot be driven until paired
+/// again. `until` comes after the driver's last send: a session whose events
+/// nobody reads drops its connection, and with it the answer to a send still
+/// under way.
 pub async fn pump(
     ctx: Arc<Context>,
     number: SenderNumber,
@@ -36,11 +39,12 @@ pub async fn pump(
     session: Arc<dyn Session>,
     mut events: Events,
     stop: CancellationToken,
+    until: CancellationToken,
 ) {
     let mut connected = false;
     loop {
         let first = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = until.cancelled() => break,
             event = events.recv() => event,
         };
         let Some(first) = first else { break };
@@ -64,7 +68,7 @@ pub async fn pump(
                 }
             }
             tokio::select! {
-                _ = stop.cancelled() => break false,
+                _ = until.cancelled() => break false,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(2));

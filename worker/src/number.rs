@@ -86,6 +86,7 @@ pub async fn drive(
         }
     };
     tracing::info!(%number_id, number = %number.phone.masked(), epoch = lease.epoch, "driving number");
+    let pump_until = CancellationToken::new();
     let pump = tokio::spawn(events::pump(
         ctx.clone(),
         number.clone(),
@@ -93,6 +94,7 @@ pub async fn drive(
         session.clone(),
         events,
         stop.clone(),
+        pump_until.clone(),
     ));
     let lookups = tokio::spawn(lookups::lane(
         ctx.clone(),
@@ -123,6 +125,8 @@ pub async fn drive(
     }
     driver.consume().await;
     stop.cancel();
+    // Only now: a send under way at `stop` needed the session's events read.
+    pump_until.cancel();
     let unlink = unlink_requested(&ctx, number_id).await;
     if unlink {
         // Asked through the API: tell WhatsApp this device is gone.
