@@ -295,7 +295,11 @@ async fn s3_broker_restarts_lose_and_duplicate_nothing_and_sending_resumes() {
     let _serial = SERIAL.lock().await;
     let restarts = if full() { 4 } else { 2 };
     let stack = fault_stack(2, 30).await;
-    let id = campaign(&stack, 3, 3, if full() { 1500 } else { 400 }).await;
+    // Enough messages that sending outlasts every restart: three numbers
+    // send ~75 a second here, and each round takes 5 s or more. (400 ran
+    // out before the second restart on a fast broker, and the test then
+    // waited for sends that could not come.)
+    let id = campaign(&stack, 3, 3, if full() { 3000 } else { 1200 }).await;
     let mut resume_times = Vec::new();
     for _ in 0..restarts {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -659,6 +663,25 @@ async fn finished_across(
         .get(0)
 }
 
+/// Worker processes (by pid) with a message of campaign `id` in `sending`
+/// on a number they hold.
+async fn sending_pids(stack: &Stack, id: &str) -> Vec<u32> {
+    let client = stack.db.pool.get().await.unwrap();
+    client
+        .query(
+            "SELECT DISTINCT split_part(l.owner, ':', 2)::int
+               FROM messages m JOIN number_leases l ON l.number_id = m.sender_number_id
+              WHERE m.campaign_id = $1::text::uuid AND m.state = 'sending'
+                AND l.expires_at > now()",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i32>(0) as u32)
+        .collect()
+}
+
 /// Live leases and worker rows of the worker process `pid`.
 async fn held_by(stack: &Stack, pid: u32) -> (i64, i64) {
     let client = stack.db.pool.get().await.unwrap();
@@ -694,12 +717,25 @@ async fn s10_sigterm_finishes_sends_releases_leases_and_exits_in_time() {
             (stack.sim.log().await.len() >= before + 10).then_some(())
         })
         .await;
-        let victim = stack
+        // Aim at a worker with a call under way (a call takes 250 ms): the
+        // first worker listed may hold no number at all.
+        let workers: Vec<(String, u32)> = stack
             .running()
             .into_iter()
-            .find(|n| n.starts_with("worker-"))
-            .expect("a worker runs");
-        let pid = stack.pid(&victim).unwrap();
+            .filter(|n| n.starts_with("worker-"))
+            .map(|n| {
+                let pid = stack.pid(&n).unwrap();
+                (n, pid)
+            })
+            .collect();
+        let (victim, pid) = wait_for("a send under way", Duration::from_secs(60), || async {
+            let sending = sending_pids(&stack, &id).await;
+            workers
+                .iter()
+                .find(|(_, pid)| sending.contains(pid))
+                .cloned()
+        })
+        .await;
         let numbers = numbers_of(&stack, pid).await;
         let signalled = Instant::now();
         let signalled_at = chrono::Utc::now();
@@ -716,6 +752,12 @@ async fn s10_sigterm_finishes_sends_releases_leases_and_exits_in_time() {
             "{victim} gave its leases back and left the worker list"
         );
         assert!(stack.log(&victim).contains("worker stopped"));
+        // The session stays up for the send under way: its answer is heard,
+        // not lost with a connection closed under it.
+        assert!(
+            !stack.log(&victim).contains("send outcome unknown"),
+            "{victim} heard the outcome of every send it had under way"
+        );
         finished += finished_across(&stack, &numbers, signalled_at).await;
         stack.start_worker(&[]);
     }
