@@ -11,7 +11,7 @@
 //! | `POST /admin/numbers/{phone}/disconnect` | drop the connection (a network blip) |
 //! | `POST /admin/numbers/{phone}/timelock` | `{"seconds"}`: refuse messages to new contacts (`463`) |
 //! | `POST /admin/numbers/{phone}/ban` | `{"seconds", "code"?}`: temporary ban |
-//! | `GET /admin/network`, `PUT /admin/network` | delays and receipt probabilities |
+//! | `GET /admin/network`, `PUT /admin/network` | delays, receipt probabilities and ban rules (`rules`, see [`crate::rules`]) |
 //! | `PUT /admin/recipients/{phone}` | `{"registered": false}` makes a number not on WhatsApp |
 //! | `POST /admin/inbound` | a phone writes to a number (`{"from", "to", "body", "media_type"?}`) |
 //! | `GET /admin/log` | every accepted message, one JSON object per line |

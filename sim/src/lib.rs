@@ -15,6 +15,7 @@ pub mod device;
 pub mod log;
 pub mod network;
 pub mod protocol;
+pub mod rules;
 
 use std::{net::SocketAddr, path::Path};
 
@@ -39,6 +40,7 @@ pub async fn run(
             delivered_delay_ms: config.delivered_delay_ms,
             read_probability: config.read_probability,
             read_delay_ms: config.read_delay_ms,
+            rules: Default::default(),
         },
     )?;
     let log_addr = |l: &TcpListener| l.local_addr().map(|a: SocketAddr| a.to_string());

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     log::MessageLog,
     protocol::{ChatState, CheckedPhone, LoggedMessage, NetworkEvent, ReceiptKind, ServerFrame},
+    rules::{Penalty, Recent, Rules},
 };
 
 /// How long one pairing QR code stays valid before the next is shown.
@@ -40,6 +41,9 @@ pub struct Behaviour {
     pub delivered_delay_ms: u64,
     pub read_probability: f64,
     pub read_delay_ms: u64,
+    /// What gets a number time-locked or banned; none by default.
+    #[serde(default)]
+    pub rules: Rules,
 }
 
 /// A partial update of [`Behaviour`].
@@ -51,6 +55,8 @@ pub struct BehaviourPatch {
     pub delivered_delay_ms: Option<u64>,
     pub read_probability: Option<f64>,
     pub read_delay_ms: Option<u64>,
+    /// Replaces the rules as a whole.
+    pub rules: Option<Rules>,
 }
 
 impl Behaviour {
@@ -62,6 +68,9 @@ impl Behaviour {
             if !(0.0..=1.0).contains(&p) {
                 return Err(format!("probability {p} is outside 0..=1"));
             }
+        }
+        if let Some(rules) = &patch.rules {
+            rules.validate()?;
         }
         if let Some(v) = patch.server_ack_delay_ms {
             self.server_ack_delay_ms = v;
@@ -77,6 +86,9 @@ impl Behaviour {
         }
         if let Some(v) = patch.read_delay_ms {
             self.read_delay_ms = v;
+        }
+        if let Some(rules) = patch.rules {
+            self.rules = rules;
         }
         Ok(())
     }
@@ -120,6 +132,13 @@ struct SimNumber {
     /// Everyone the number wrote to (since the simulator started).
     contacts: HashSet<String>,
     accepted: u64,
+    /// What it sent lately, for the ban rules.
+    recent: Recent,
+    /// Penalties the rules gave it (since the simulator started), and the
+    /// rule behind the last one.
+    bans: u32,
+    timelocks: u32,
+    last_rule: Option<&'static str>,
 }
 
 struct State {
@@ -142,6 +161,11 @@ pub struct NumberView {
     pub pending_events: usize,
     pub timelocked_until: Option<DateTime<Utc>>,
     pub banned_until: Option<DateTime<Utc>>,
+    /// Temporary bans and reach-out time-locks the ban rules gave it.
+    pub bans: u32,
+    pub timelocks: u32,
+    /// The rule behind the last of them.
+    pub last_rule: Option<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -576,7 +600,7 @@ impl Network {
         body: &str,
         media: Option<crate::protocol::WireMedia>,
     ) {
-        let (verdict, behaviour) = {
+        let (verdict, behaviour, ban) = {
             let mut state = self.lock();
             let behaviour = state.behaviour.clone();
             let registered = looks_like_e164(&to) && !state.unregistered.contains(&to);
@@ -590,6 +614,7 @@ impl Network {
                 .stored
                 .timelocked_until
                 .is_some_and(|until| until > Utc::now());
+            let (mut ban, mut locked) = (None, false);
             let verdict = if registered && timelocked && !number.contacts.contains(&to) {
                 // Reach-out time-lock: no new conversations.
                 Some("463".to_string())
@@ -598,11 +623,12 @@ impl Network {
                     .composing
                     .remove(&to)
                     .map(|since| since.elapsed().as_millis() as u64);
+                let body_sha256 = hex::encode(Sha256::digest(body.as_bytes()));
                 let entry = LoggedMessage {
                     id: id.clone(),
                     from: from.to_string(),
                     to: to.clone(),
-                    body_sha256: hex::encode(Sha256::digest(body.as_bytes())),
+                    body_sha256: body_sha256.clone(),
                     at: Utc::now(),
                     typing_ms,
                     media: media.map(|m| format!("{}:{}", m.kind, m.source)),
@@ -610,8 +636,15 @@ impl Network {
                 match self.log.append(&entry) {
                     Ok(()) => {
                         number.accepted += 1;
-                        number.contacts.insert(to.clone());
+                        let new_contact = number.contacts.insert(to.clone());
                         metrics::counter!("herald_sim_messages_accepted_total").increment(1);
+                        let penalty = number.recent.record(
+                            &behaviour.rules,
+                            Instant::now(),
+                            new_contact,
+                            &body_sha256,
+                        );
+                        (ban, locked) = number.penalise(penalty);
                         None
                     }
                     Err(err) => {
@@ -623,7 +656,10 @@ impl Network {
                 // Not on WhatsApp.
                 Some("404".to_string())
             };
-            (verdict, behaviour)
+            if locked {
+                self.persist(&state);
+            }
+            (verdict, behaviour, ban)
         };
         let network = Arc::clone(self);
         let from = from.to_string();
@@ -638,6 +674,10 @@ impl Network {
                     error: verdict,
                 },
             );
+            // A ban comes after the verdict on the message that earned it.
+            if let Some((duration, code)) = ban {
+                let _ = network.ban(&from, duration, code);
+            }
             if !accepted {
                 return;
             }
@@ -745,6 +785,44 @@ impl SimNumber {
             composing: HashMap::new(),
             contacts: HashSet::new(),
             accepted: 0,
+            recent: Recent::default(),
+            bans: 0,
+            timelocks: 0,
+            last_rule: None,
+        }
+    }
+
+    /// Applies what a rule decided: a time-lock at once (returns true), a
+    /// ban returned as (duration, reason code), to be applied once the
+    /// message that earned it has its verdict.
+    fn penalise(&mut self, penalty: Option<Penalty>) -> (Option<(Duration, &'static str)>, bool) {
+        match penalty {
+            None => (None, false),
+            Some(Penalty::Timelock { rule, duration }) => {
+                let now = Utc::now();
+                if self
+                    .stored
+                    .timelocked_until
+                    .is_some_and(|until| until > now)
+                {
+                    return (None, false);
+                }
+                self.stored.timelocked_until = Some(now + duration);
+                self.timelocks += 1;
+                self.last_rule = Some(rule);
+                tracing::info!(phone = %self.stored.phone, rule, ?duration, "ban rule: reach-out time-lock");
+                (None, true)
+            }
+            Some(Penalty::Ban {
+                rule,
+                code,
+                duration,
+            }) => {
+                self.bans += 1;
+                self.last_rule = Some(rule);
+                tracing::info!(phone = %self.stored.phone, rule, code, ?duration, "ban rule: temporary ban");
+                (Some((duration, code)), false)
+            }
         }
     }
 
@@ -759,6 +837,9 @@ impl SimNumber {
             pending_events: self.pending.len(),
             timelocked_until: self.stored.timelocked_until,
             banned_until: self.stored.banned_until,
+            bans: self.bans,
+            timelocks: self.timelocks,
+            last_rule: self.last_rule,
         }
     }
 
