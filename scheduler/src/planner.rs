@@ -4,7 +4,8 @@
 //!    release retries whose back-off is over, start scheduled campaigns, end
 //!    campaigns past `end_by`.
 //! 2. Read every live number at once: budget, warm-up day, jobs in flight.
-//! 3. For each number with room (look-ahead not full, allowance left), in its
+//! 3. For each number with room (look-ahead not full, allowance left; a few
+//!    numbers at once, `plan_concurrency`), in its
 //!    own transaction under a row lock on the number (and on its tenant when
 //!    the tenant has a cap): direct messages first, then its running campaigns
 //!    oldest first: recipients who prefer this number, then anyone else's
@@ -25,6 +26,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use herald_shared::{
     Config,
     clock::Clock,
@@ -141,10 +143,20 @@ impl Planner {
             .map(|n| n.id)
             .collect();
         let open_zones = open_zones_by_campaign(&campaigns, now);
-        for candidate in self.candidates(&numbers, &campaigns, &direct) {
-            let (published, failed) = self
-                .plan_number(&candidate, &open_zones, &available, now)
-                .await?;
+        // Numbers are planned a few at a time, each in its own transaction:
+        // the row locks that keep replicas apart keep these apart too, and the
+        // waits for commits and publisher confirms overlap.
+        let candidates = self.candidates(&numbers, &campaigns, &direct);
+        let plans: Vec<_> = candidates
+            .iter()
+            .map(|candidate| self.plan_number(candidate, &open_zones, &available, now))
+            .collect();
+        let planned: Vec<Result<(usize, usize), PlanError>> = futures_util::stream::iter(plans)
+            .buffer_unordered(self.config.plan_concurrency.max(1))
+            .collect()
+            .await;
+        for result in planned {
+            let (published, failed) = result?;
             report.planned += 1;
             report.scheduled += published;
             report.unpublished += failed;

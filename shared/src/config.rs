@@ -241,6 +241,7 @@ pub struct SchedulerConfig {
     pub metrics_listen: SocketAddr,
     pub tick_ms: u64,
     pub lookahead: i64,
+    pub plan_concurrency: usize,
     pub republish_after_ms: u64,
     pub leader_ttl_ms: u64,
     pub leader_renew_ms: u64,

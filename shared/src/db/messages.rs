@@ -255,6 +255,9 @@ pub async fn remember_senders(
         .prepare_cached(
             "INSERT INTO recipient_senders (tenant_id, recipient, number_id, last_assigned_at)
              SELECT tenant_id, recipient, $1, now() FROM messages WHERE id = ANY($2)
+              -- One order for every planner: two planning the same recipient
+              -- at once wait for each other, never deadlock.
+              ORDER BY tenant_id, recipient
              ON CONFLICT (tenant_id, recipient) DO UPDATE
                 SET number_id = EXCLUDED.number_id, last_assigned_at = EXCLUDED.last_assigned_at",
         )
