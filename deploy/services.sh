@@ -64,7 +64,18 @@ if ! command -v rabbitmq-server >/dev/null 2>&1; then
 fi
 if ! port_open 5672; then
   log "starting RabbitMQ"
-  as_root rabbitmq-server -detached
+  # Every quorum queue with messages keeps files open: a thousand numbers'
+  # send queues need far more than the usual 1024 descriptors, and a broker
+  # out of them silently stops accepting connections.
+  # Debian's wrapper starts it through `su`, which resets the limit to
+  # 1024: raise it inside.
+  if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && id rabbitmq >/dev/null 2>&1; then
+    as_root su rabbitmq -s /bin/sh -c 'cd /var/lib/rabbitmq &&
+      { ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true; } &&
+      exec /usr/lib/rabbitmq/bin/rabbitmq-server -detached'
+  else
+    as_root rabbitmq-server -detached
+  fi
   wait_port 5672 RabbitMQ
   as_root rabbitmqctl -q await_startup >/dev/null 2>&1 || true
 fi

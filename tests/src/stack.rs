@@ -462,7 +462,8 @@ impl Stack {
     }
 }
 
-fn rabbit_config(prefix: &str) -> RabbitConfig {
+/// The test broker, under `prefix`.
+pub fn rabbit_config(prefix: &str) -> RabbitConfig {
     RabbitConfig {
         url: herald_shared::config::Secret::new(
             std::env::var("HERALD_TEST_AMQP")

@@ -13,6 +13,13 @@
 //! - `numbers`: one worker process driving 1,000 simulated numbers, against
 //!   the same process driving none: resident memory per number, CPU while
 //!   nothing is due.
+//! - `scheduler`: the scheduler's pass over 1,000 numbers at two queue sizes
+//!   up to 1M queued messages (`tick`), and its rate of publishing send jobs
+//!   against a bare lapin publisher with confirms (`dispatch`).
+//! - `pipeline`: messages per second end to end with pacing off, against a
+//!   bare consumer acking as many jobs off as many queues.
+//! - `safety`: one campaign on a simulated network with ban rules, sent by a
+//!   naive sender and by Herald's policy: numbers banned or time-locked.
 
 use std::{
     path::{Path, PathBuf},
@@ -26,12 +33,22 @@ use herald_tests::{Stack, StackOptions};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
+mod pipeline;
+mod safety;
+mod scheduler;
+
 struct Options {
     which: Vec<String>,
     rows: u64,
     rate: u64,
     seconds: u64,
     numbers: u32,
+    queued: u64,
+    passes: usize,
+    messages: u32,
+    workers: usize,
+    senders: Option<u32>,
+    scale: u64,
 }
 
 fn options() -> Options {
@@ -41,6 +58,12 @@ fn options() -> Options {
         rate: 500,
         seconds: 20,
         numbers: 1000,
+        queued: 1_000_000,
+        passes: 20,
+        messages: 50_000,
+        workers: 1,
+        senders: None,
+        scale: 60,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -54,15 +77,34 @@ fn options() -> Options {
             "--rate" => options.rate = number("--rate"),
             "--seconds" => options.seconds = number("--seconds"),
             "--numbers" => options.numbers = number("--numbers") as u32,
-            "ingest" | "latency" | "numbers" => options.which.push(arg),
+            "--queued" => options.queued = number("--queued"),
+            "--passes" => options.passes = number("--passes") as usize,
+            "--messages" => options.messages = number("--messages") as u32,
+            "--workers" => options.workers = number("--workers") as usize,
+            "--senders" => options.senders = Some(number("--senders") as u32),
+            "--scale" => options.scale = number("--scale").max(1),
+            "ingest" | "latency" | "numbers" | "scheduler" | "pipeline" | "safety" => {
+                options.which.push(arg)
+            }
             other => panic!(
                 "unknown argument {other:?}; usage: herald-bench [ingest] [latency] [numbers] \
-                 [--rows N] [--rate R] [--seconds S] [--numbers N]"
+                 [scheduler] [pipeline] [safety] [--rows N] [--rate R] [--seconds S] \
+                 [--numbers N] [--queued N] [--passes N] [--messages N] [--workers N] \
+                 [--senders N] [--scale K]"
             ),
         }
     }
     if options.which.is_empty() {
-        options.which = vec!["ingest".into(), "latency".into(), "numbers".into()];
+        options.which = [
+            "ingest",
+            "latency",
+            "numbers",
+            "scheduler",
+            "pipeline",
+            "safety",
+        ]
+        .map(String::from)
+        .to_vec();
     }
     options
 }
@@ -78,6 +120,12 @@ async fn main() {
             "ingest" => ingest(&dir, options.rows).await,
             "latency" => latency(options.rate, options.seconds).await,
             "numbers" => numbers(options.numbers).await,
+            "pipeline" => {
+                let senders = options.senders.unwrap_or(20);
+                pipeline::run(senders, options.messages, options.workers).await
+            }
+            "safety" => safety::run(options.senders.unwrap_or(10), options.scale).await,
+            "scheduler" => scheduler::run(options.numbers, options.queued, options.passes).await,
             _ => unreachable!("checked in options()"),
         }
     }
@@ -163,6 +211,52 @@ fn write_contacts(path: &Path, rows: u64) -> u64 {
     }
     out.flush().unwrap();
     std::fs::metadata(path).unwrap().len()
+}
+
+/// `count` numbers linked on the simulator and added to Herald (phones of
+/// `series`); their Herald ids.
+async fn sim_numbers(stack: &Stack, series: u32, count: u32) -> Vec<String> {
+    let mut ids = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let phone = herald_tests::mobile(series, i);
+        stack.sim.create_paired_number(&phone).await;
+        ids.push(stack.api.create_number(&phone).await);
+    }
+    ids
+}
+
+/// Waits until Herald reports `count` numbers connected.
+async fn all_connected(stack: &Stack, count: u32, timeout: Duration) {
+    herald_tests::wait_for("every number to connect", timeout, || async {
+        let mut connected = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut path = "/v1/numbers?limit=500".to_string();
+            if let Some(c) = &cursor {
+                path.push_str(&format!("&cursor={c}"));
+            }
+            let page = stack.api.get(&path).await.body;
+            connected += page["data"]
+                .as_array()?
+                .iter()
+                .filter(|n| n["connected"] == true)
+                .count();
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_string()),
+                None => break,
+            }
+        }
+        (connected == count as usize).then_some(())
+    })
+    .await;
+}
+
+/// Creates a (draft) campaign; its id.
+async fn create_campaign(stack: &Stack, request: &Value) -> String {
+    stack.api.create_campaign(request).await["id"]
+        .as_str()
+        .expect("campaign id")
+        .to_string()
 }
 
 async fn stack(workers: usize, env: &[(&str, &str)]) -> Stack {
@@ -299,15 +393,13 @@ async fn latency(rate: u64, seconds: u64) {
     let recipients: Vec<Value> = (0..10_000)
         .map(|i| json!({ "phone": herald_tests::mobile(991, i), "variables": { "name": format!("R{i}") } }))
         .collect();
-    let campaign = stack
-        .api
-        .create_campaign(&json!({
+    let campaign = create_campaign(
+        &stack,
+        &json!({
             "name": "bench", "template_id": template, "numbers": [number], "recipients": recipients,
-        }))
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+        }),
+    )
+    .await;
 
     let kinds = [
         "GET /healthz",
@@ -420,32 +512,7 @@ async fn numbers(count: u32) {
         .buffer_unordered(8)
         .collect::<Vec<()>>()
         .await;
-    herald_tests::wait_for(
-        "every number to connect",
-        Duration::from_secs(600),
-        || async {
-            let mut connected = 0;
-            let mut cursor: Option<String> = None;
-            loop {
-                let mut path = "/v1/numbers?limit=500".to_string();
-                if let Some(c) = &cursor {
-                    path.push_str(&format!("&cursor={c}"));
-                }
-                let page = stack.api.get(&path).await.body;
-                connected += page["data"]
-                    .as_array()?
-                    .iter()
-                    .filter(|n| n["connected"] == true)
-                    .count();
-                match page["next_cursor"].as_str() {
-                    Some(next) => cursor = Some(next.to_string()),
-                    None => break,
-                }
-            }
-            (connected == count as usize).then_some(())
-        },
-    )
-    .await;
+    all_connected(&stack, count, Duration::from_secs(600)).await;
     let up_after = started.elapsed();
     // Let start-up work (connections, key loads) finish, then nothing is due.
     tokio::time::sleep(Duration::from_secs(10)).await;

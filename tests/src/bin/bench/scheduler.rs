@@ -1,0 +1,246 @@
+//! The scheduler's pass at 1,000 numbers over a large queue (`tick`), and how
+//! fast it publishes send jobs against a bare lapin publisher (`dispatch`).
+//!
+//! The planner runs in this process on its own database (real Postgres,
+//! Herald's migrations) and broker prefix, exactly as the scheduler binary
+//! runs it. Between two measured passes every scheduled message is marked
+//! sent (what the workers would do), so that every number has room again
+//! and each pass plans the whole fleet: the worst pass, not an idle one.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use herald_shared::{
+    clock::{Clock, SystemClock},
+    queue::{Broker, json_properties},
+    task::{JobPacing, SendTask},
+};
+use herald_tests::{
+    TestDb,
+    fixtures::{self, CampaignSpec, Fixture},
+    stack::{delete_broker_objects, rabbit_config},
+    unique_suffix,
+};
+use lapin::{Confirmation, options::BasicPublishOptions};
+use uuid::Uuid;
+
+/// Queue sizes the tick is measured at: the same fleet, a tenth of the queue
+/// and then the whole of it (never less than the passes take).
+fn queue_sizes(queued: u64, numbers: u32, passes: usize) -> [u64; 2] {
+    let least = 2 * u64::from(numbers) * (passes as u64 + 1);
+    [(queued / 10).max(least), queued.max(least)]
+}
+
+pub async fn run(numbers: u32, queued: u64, passes: usize) {
+    let db = TestDb::create().await;
+    let prefix = format!("herald_t_{}", unique_suffix());
+    let fixture = Fixture::new(&db).await;
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(numbers as usize);
+    for i in 0..numbers {
+        let id = fixture.number(&db, i, 1_000_000).await;
+        fixtures::live(&db, id).await;
+        ids.push(id);
+    }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let planner = fixtures::planner(&db, &prefix, &[], clock).await;
+
+    // Every number's queue declared (a pass does it) before the baseline
+    // publishes into them.
+    let declare = fixture.campaign(&db, &ids, 6 * numbers).await;
+    for _ in 0..3 {
+        planner.pass().await.expect("declaring pass");
+        fixtures::send_scheduled(&db).await;
+    }
+    execute(
+        &db,
+        "UPDATE campaigns SET status = 'paused' WHERE id = $1",
+        &declare,
+    )
+    .await;
+    fixtures::send_scheduled(&db).await;
+    let bare_jobs = 2 * numbers as usize;
+    let bare_rate = bare_publish(&prefix, &ids, bare_jobs).await;
+
+    let mut rows = Vec::new();
+    let mut previous: Option<Uuid> = None;
+    for size in queue_sizes(queued, numbers, passes) {
+        // The earlier campaign is paused, its messages still queued: the
+        // table and its indexes only grow.
+        if let Some(campaign) = previous {
+            execute(
+                &db,
+                "UPDATE campaigns SET status = 'paused' WHERE id = $1",
+                &campaign,
+            )
+            .await;
+        }
+        let seeding = Instant::now();
+        let phones: Vec<String> = (0..size).map(|i| format!("+55119{i:08}")).collect();
+        let mut spec = CampaignSpec::new(&ids, size as u32);
+        spec.phones = Some(&phones);
+        let campaign = fixture.campaign_with(&db, &spec).await;
+        drop(phones);
+        analyze(&db).await;
+        let queued_now = count(&db, "SELECT count(*) FROM messages WHERE state = 'queued'").await;
+        println!(
+            "  (seeded {size} queued messages in {:.0} s; {queued_now} queued in all)",
+            seeding.elapsed().as_secs_f64()
+        );
+        // The first pass declares the numbers' queues: not measured.
+        planner.pass().await.expect("first pass");
+        let mut ticks = Vec::with_capacity(passes);
+        let mut scheduled = 0;
+        for _ in 0..passes {
+            fixtures::send_scheduled(&db).await;
+            let pass_started = Instant::now();
+            let report = planner.pass().await.expect("pass");
+            ticks.push(pass_started.elapsed().as_secs_f64());
+            scheduled += report.scheduled;
+            assert_eq!(report.planned, numbers as usize, "every number had room");
+        }
+        ticks.sort_by(f64::total_cmp);
+        // Steady sending at the default pacing (a send every ~35 s per
+        // number, a pass every 500 ms): about one number in seventy has
+        // room in a pass.
+        let mut steady = Vec::with_capacity(passes);
+        for _ in 0..passes {
+            send_some(&db, numbers.div_ceil(70)).await;
+            let pass_started = Instant::now();
+            planner.pass().await.expect("pass");
+            steady.push(pass_started.elapsed().as_secs_f64());
+        }
+        steady.sort_by(f64::total_cmp);
+        rows.push((queued_now, ticks, scheduled, steady));
+        previous = Some(campaign);
+    }
+    println!(
+        "tick      {numbers} live numbers, look-ahead 2, every number with room \
+         (set up in {:.0} s)",
+        started.elapsed().as_secs_f64()
+    );
+    let ms = |ticks: &[f64], at: usize| ticks[at] * 1000.0;
+    for (queued_now, ticks, _, steady) in &rows {
+        let last = ticks.len() - 1;
+        println!(
+            "  {queued_now:>8} queued   every number with room: p50 {:>6.1} ms  max {:>6.1} ms; \
+             one in 70: p50 {:>5.1} ms  max {:>5.1} ms  ({} passes each; goal < 200 ms, flat)",
+            ms(ticks, last / 2),
+            ms(ticks, last),
+            ms(steady, last / 2),
+            ms(steady, last),
+            ticks.len()
+        );
+    }
+
+    // Dispatch: the passes above published `scheduled` jobs in their measured
+    // time; the bare publisher sent a pass's worth of jobs of the same size
+    // to the same queues, with confirms.
+    let (_, ticks, scheduled, _) = rows.last().expect("two sizes");
+    let herald_rate = *scheduled as f64 / ticks.iter().sum::<f64>();
+    println!(
+        "dispatch  send jobs published with confirms, per second\n  \
+         scheduler pass  {herald_rate:>9.0}/s  (plans, commits and publishes for {} numbers, 8 at a time)\n  \
+         bare lapin      {bare_rate:>9.0}/s  ({bare_jobs} jobs, one channel, confirms a thousand at a time)\n  \
+         ratio           {:>9.2}x  (goal >= 0.7x)",
+        numbers,
+        herald_rate / bare_rate,
+    );
+    // Deleting a thousand quorum queues one AMQP call at a time takes
+    // RabbitMQ minutes; deploy/bench.sh removes them in one call instead.
+    if std::env::var_os("HERALD_BENCH_KEEP_QUEUES").is_none() {
+        delete_broker_objects(&prefix, &ids).await;
+    }
+}
+
+/// Jobs per second of a bare lapin publisher with confirms: `jobs` send
+/// jobs spread evenly over the numbers' queues.
+async fn bare_publish(prefix: &str, numbers: &[Uuid], jobs: usize) -> f64 {
+    // Herald's broker handle only opens the connection and a plain lapin
+    // channel in confirm mode; everything after is lapin.
+    let broker = Broker::new(&rabbit_config(prefix), "bench bare publisher");
+    let channel = broker.confirm_channel().await.expect("confirm channel");
+    let payloads: Vec<(String, Vec<u8>)> = (0..jobs)
+        .map(|i| {
+            let number_id = numbers[i % numbers.len()];
+            let task = SendTask::Send {
+                message_id: i as i64,
+                number_id,
+                pacing: Some(JobPacing {
+                    min_gap_ms: 20_000,
+                    jitter: herald_shared::policy::jitter::Jitter::None,
+                }),
+            };
+            (
+                format!("{prefix}.send.{number_id}"),
+                serde_json::to_vec(&task).expect("task"),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    // Confirms awaited a window at a time, as a careful publisher would.
+    for window in payloads.chunks(1000) {
+        let mut confirms = Vec::with_capacity(window.len());
+        for (queue, payload) in window {
+            confirms.push(
+                channel
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        payload,
+                        json_properties(),
+                    )
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for confirm in confirms {
+            let confirmation = tokio::time::timeout(Duration::from_secs(30), confirm)
+                .await
+                .expect("a confirm within 30 s")
+                .expect("confirm");
+            assert!(
+                matches!(confirmation, Confirmation::Ack(None)),
+                "broker refused a job: {confirmation:?}"
+            );
+        }
+    }
+    let rate = jobs as f64 / started.elapsed().as_secs_f64();
+    broker.close().await;
+    rate
+}
+
+/// What workers would do for `count` numbers picked at random: send their
+/// scheduled messages.
+async fn send_some(db: &TestDb, count: u32) {
+    let client = db.pool.get().await.expect("connection");
+    client
+        .execute(
+            "UPDATE messages SET state = 'sent', sending_at = now(), sent_at = now()
+              WHERE state = 'scheduled' AND sender_number_id IN
+                    (SELECT id FROM sender_numbers ORDER BY random() LIMIT $1)",
+            &[&i64::from(count)],
+        )
+        .await
+        .expect("send some");
+}
+
+async fn execute(db: &TestDb, sql: &str, id: &Uuid) {
+    let client = db.pool.get().await.expect("connection");
+    client.execute(sql, &[id]).await.expect("statement");
+}
+
+async fn count(db: &TestDb, sql: &str) -> i64 {
+    let client = db.pool.get().await.expect("connection");
+    client.query_one(sql, &[]).await.expect("count").get(0)
+}
+
+/// Fresh planner statistics after a bulk insert, as autovacuum would give
+/// them a little later.
+async fn analyze(db: &TestDb) {
+    let client = db.pool.get().await.expect("connection");
+    client.batch_execute("ANALYZE").await.expect("analyze");
+}
