@@ -8,7 +8,8 @@
 //!    numbers at once, `plan_concurrency`), in its
 //!    own transaction under a row lock on the number (and on its tenant when
 //!    the tenant has a cap): direct messages first, then its running campaigns
-//!    oldest first: recipients who prefer this number, then anyone else's
+//!    oldest first, each checked still running under a share lock on its row
+//!    (a pause landing mid-pass leaves nothing of it scheduled): recipients who prefer this number, then anyone else's
 //!    whose preferred number cannot take them now, only in time zones whose
 //!    send window is open, only variants under their daily limit. A
 //!    time-locked number only writes to recipients it already wrote to.
@@ -262,6 +263,10 @@ impl Planner {
             let Some(zones) = open_zones.get(&campaign.id).filter(|z| !z.is_empty()) else {
                 continue;
             };
+            // Paused or cancelled since the pass began: leave it alone.
+            if !db::campaigns::share_if_running(&tx, campaign.id).await? {
+                continue;
+            }
             let mut got = Vec::new();
             let rooms = self
                 .variant_rooms(&tx, campaign, number.id, budget.day)

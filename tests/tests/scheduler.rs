@@ -1,16 +1,19 @@
 //! The scheduler's limits, driven pass by pass: the daily cap holds even with
 //! two schedulers planning the same number at once, and the look-ahead bounds
-//! what waits in a number's queue.
+//! what waits in a number's queue, and a pause that lands during a pass
+//! leaves nothing of its campaign scheduled.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use herald_scheduler::planner::Planner;
 use herald_shared::{
     clock::SystemClock,
+    db,
     queue::{Broker, Publisher, Topology},
 };
 use herald_tests::{
     TestDb, fixtures::Fixture, inprocess::config, stack::delete_broker_objects, unique_suffix,
+    wait_for,
 };
 use uuid::Uuid;
 
@@ -133,4 +136,60 @@ async fn the_look_ahead_bounds_jobs_in_flight_per_number() {
     assert!(per_number.iter().all(|(_, n)| *n == 3), "{per_number:?}");
     drop(client);
     delete_broker_objects(&prefix, &[n1, n2, idle]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_during_a_pass_leaves_nothing_of_the_campaign_scheduled() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 1000).await;
+    let campaign = fx.campaign(&db, &[number], 20).await;
+    live(&db, number).await;
+    let prefix = format!("herald_t_{}", unique_suffix());
+    let planner = planner(&db, &prefix, "5").await;
+
+    // Hold the number's row, so the pass has loaded the running campaigns
+    // and waits to plan the number when the pause lands.
+    let mut holder = db.pool.get().await.unwrap();
+    let hold = holder.transaction().await.unwrap();
+    hold.execute(
+        "SELECT 1 FROM sender_numbers WHERE id = $1 FOR UPDATE",
+        &[&number],
+    )
+    .await
+    .unwrap();
+    let pause_while_the_pass_waits = async {
+        let client = db.pool.get().await.unwrap();
+        wait_for(
+            "the pass to wait for the number",
+            Duration::from_secs(30),
+            || async {
+                let waiting: i64 = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                        &[],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                (waiting == 1).then_some(())
+            },
+        )
+        .await;
+        let paused = db::campaigns::pause(&client, fx.tenant_id, campaign, None)
+            .await
+            .unwrap();
+        assert!(paused.is_some());
+        hold.commit().await.unwrap();
+    };
+    let (report, ()) = tokio::join!(planner.pass(), pause_while_the_pass_waits);
+    assert_eq!(
+        report.unwrap().scheduled,
+        0,
+        "nothing planned for a paused campaign"
+    );
+    assert_eq!(count_in(&db, "'scheduled'").await, 0);
+    assert_eq!(count_in(&db, "'queued'").await, 20);
+    delete_broker_objects(&prefix, &[number]).await;
 }

@@ -466,6 +466,18 @@ pub async fn record_failure(
     Ok(paused)
 }
 
+/// Whether the campaign still runs, holding a share lock on its row until
+/// the transaction ends. A planner picks a campaign's messages only after
+/// this: a pause or cancel that committed since the planner loaded its list
+/// is seen here, and one that comes later waits for the planner's commit,
+/// then unschedules what it picked.
+pub async fn share_if_running(client: &impl GenericClient, id: Uuid) -> Result<bool, DbError> {
+    let stmt = client
+        .prepare_cached("SELECT 1 FROM campaigns WHERE id = $1 AND status = 'running' FOR SHARE")
+        .await?;
+    Ok(client.query_opt(&stmt, &[&id]).await?.is_some())
+}
+
 /// A message of the campaign went out: the failure streak is over. Touches
 /// the row only when there was a streak.
 pub async fn record_success(client: &impl GenericClient, campaign_id: Uuid) -> Result<(), DbError> {
