@@ -40,6 +40,9 @@ use uuid::Uuid;
 
 use crate::{config::RabbitConfig, metrics as m};
 
+/// How long closing a connection may wait for the broker's close-ok.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("rabbitmq: {0}")]
@@ -366,7 +369,9 @@ impl Broker {
     /// Forgets the current connection so the next call opens a new one.
     pub async fn reset(&self) {
         if let Some(conn) = self.connection.lock().await.take() {
-            let _ = conn.close(200, "reset".into()).await;
+            // Bounded: on a connection whose socket is already gone the
+            // close-ok never comes.
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "reset".into())).await;
         }
     }
 

@@ -525,26 +525,42 @@ pub async fn delete_broker_objects_with(
     // Each delete on a fresh channel: deleting a missing queue is fine, but
     // an error closes the channel. Several at once: deleting a quorum queue
     // takes RabbitMQ about a second, and a benchmark leaves a thousand.
+    // Every step is bounded: cleanup is best effort (deploy/test.sh drops
+    // leftovers), and a test must never hang in it (one CI run waited on a
+    // dead connection for good).
     futures_util::stream::iter(queues)
         .for_each_concurrent(16, |queue| {
             let broker = &broker;
-            async move {
+            bounded(async move {
                 if let Ok(channel) = broker.channel().await {
                     let _ = channel
                         .queue_delete(queue.into(), QueueDeleteOptions::default())
                         .await;
                 }
-            }
+            })
         })
         .await;
     for exchange in [topology.events_exchange(), topology.dead_letter_exchange()] {
-        if let Ok(channel) = broker.channel().await {
-            let _ = channel
-                .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
-                .await;
-        }
+        bounded(async {
+            if let Ok(channel) = broker.channel().await {
+                let _ = channel
+                    .exchange_delete(exchange.into(), ExchangeDeleteOptions::default())
+                    .await;
+            }
+        })
+        .await;
     }
-    broker.close().await;
+    bounded(broker.close()).await;
+}
+
+/// One cleanup step, given up after 30 s.
+async fn bounded(step: impl std::future::Future<Output = ()>) {
+    if tokio::time::timeout(Duration::from_secs(30), step)
+        .await
+        .is_err()
+    {
+        eprintln!("broker cleanup: a step took over 30 s; left for deploy/test.sh");
+    }
 }
 
 impl Drop for Stack {
