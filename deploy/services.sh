@@ -79,4 +79,12 @@ if ! port_open 5672; then
   wait_port 5672 RabbitMQ
   as_root rabbitmqctl -q await_startup >/dev/null 2>&1 || true
 fi
+# A broker started elsewhere may have the low limit: say so (the tests need
+# little; `./deploy/bench.sh scheduler` needs a thousand queues' worth).
+fd_limit=$(as_root rabbitmqctl status 2>/dev/null |
+  awk '/File Descriptors/ { f = 1 } f && /limit:/ { gsub(/[^0-9]/, "", $NF); print $NF; exit }')
+if [ -n "$fd_limit" ] && [ "$fd_limit" -lt 4096 ]; then
+  log "warning: RabbitMQ has only $fd_limit file descriptors; for the benchmarks restart it" \
+    "with 'rabbitmqctl stop && $0'"
+fi
 log "RabbitMQ ready"
