@@ -5,14 +5,15 @@
 //!    campaigns past `end_by`.
 //! 2. Read every live number at once: budget, warm-up day, jobs in flight.
 //! 3. For each number with room (look-ahead not full, allowance left; a few
-//!    numbers at once, `plan_concurrency`), in its
-//!    own transaction under a row lock on the number (and on its tenant when
-//!    the tenant has a cap): direct messages first, then its running campaigns
-//!    oldest first, each checked still running under a share lock on its row
-//!    (a pause landing mid-pass leaves nothing of it scheduled): recipients who prefer this number, then anyone else's
-//!    whose preferred number cannot take them now, only in time zones whose
-//!    send window is open, only variants under their daily limit. A
-//!    time-locked number only writes to recipients it already wrote to.
+//!    numbers at once, `plan_concurrency`), in its own transaction under a
+//!    row lock on the number (and on its tenant when the tenant has a cap):
+//!    direct messages first, then its running campaigns oldest first, each
+//!    checked still running under a share lock on its row (a pause landing
+//!    mid-pass leaves nothing of it scheduled): recipients who prefer this
+//!    number, then anyone else's whose preferred number cannot take them now,
+//!    only in time zones whose send window is open, only variants under their
+//!    daily limit. A time-locked number only writes to recipients it already
+//!    wrote to.
 //! 4. Publish the jobs (with the number's pacing) after the commit.
 //! 5. Republish lost jobs, complete finished campaigns, and now and then
 //!    judge the circuit breakers ([`crate::breakers`]).

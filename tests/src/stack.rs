@@ -525,9 +525,9 @@ pub async fn delete_broker_objects_with(
     // Each delete on a fresh channel: deleting a missing queue is fine, but
     // an error closes the channel. Several at once: deleting a quorum queue
     // takes RabbitMQ about a second, and a benchmark leaves a thousand.
-    // Every step is bounded: cleanup is best effort (deploy/test.sh drops
-    // leftovers), and a test must never hang in it (one CI run waited on a
-    // dead connection for good).
+    // Every step is bounded (the close by the broker itself): cleanup is
+    // best effort (deploy/test.sh drops leftovers), and a test must never
+    // hang in it (one CI run waited on a dead connection for good).
     futures_util::stream::iter(queues)
         .for_each_concurrent(16, |queue| {
             let broker = &broker;
@@ -550,7 +550,7 @@ pub async fn delete_broker_objects_with(
         })
         .await;
     }
-    bounded(broker.close()).await;
+    broker.close().await;
 }
 
 /// One cleanup step, given up after 30 s.
