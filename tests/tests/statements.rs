@@ -229,7 +229,7 @@ async fn receipts_only_move_messages_forward_and_only_for_their_number() {
     let fx = Fixture::new(&db).await;
     let number = fx.number(&db, 1, 100).await;
     let other = fx.number(&db, 2, 100).await;
-    let campaign = fx.campaign(&db, &[number], 2).await;
+    let campaign = fx.campaign(&db, &[number], 3).await;
     let client = db.pool.get().await.unwrap();
     let epoch = number_leases::acquire(&client, number, "w1", TTL)
         .await
@@ -247,8 +247,9 @@ async fn receipts_only_move_messages_forward_and_only_for_their_number() {
                 .get::<_, String>(0)
         }
     };
-    let (wa_a, wa_b) = (wa_id(a).await, wa_id(b).await);
-    for id in [a, b] {
+    let c = scheduled_message(&db, number, campaign).await;
+    let (wa_a, wa_b, wa_c) = (wa_id(a).await, wa_id(b).await, wa_id(c).await);
+    for id in [a, b, c] {
         messages::claim(&client, id, number, "w1", epoch)
             .await
             .unwrap()
@@ -260,50 +261,35 @@ async fn receipts_only_move_messages_forward_and_only_for_their_number() {
     messages::record_unknown(&client, b, epoch, "timeout")
         .await
         .unwrap();
+    messages::record_sent(&client, c, epoch, Utc::now())
+        .await
+        .unwrap();
 
     let now = Utc::now();
     assert_eq!(
-        messages::apply_receipt(
-            &client,
-            other,
-            std::slice::from_ref(&wa_a),
-            ReceiptKind::Read,
-            now
-        )
-        .await
-        .unwrap(),
+        messages::apply_receipts(&client, ReceiptKind::Read, &[other], &[&wa_a], &[now])
+            .await
+            .unwrap(),
         0,
         "another number's receipt"
     );
     assert_eq!(
-        messages::apply_receipt(
-            &client,
-            number,
-            std::slice::from_ref(&wa_a),
-            ReceiptKind::Read,
-            now
-        )
-        .await
-        .unwrap(),
+        messages::apply_receipts(&client, ReceiptKind::Read, &[number], &[&wa_a], &[now])
+            .await
+            .unwrap(),
         1
     );
     assert_eq!(
-        messages::apply_receipt(
-            &client,
-            number,
-            std::slice::from_ref(&wa_a),
-            ReceiptKind::Delivered,
-            now
-        )
-        .await
-        .unwrap(),
+        messages::apply_receipts(&client, ReceiptKind::Delivered, &[number], &[&wa_a], &[now])
+            .await
+            .unwrap(),
         0,
         "read never goes back to delivered"
     );
     assert_eq!(state_of(&db, a).await, "read");
     // A receipt resolves an unknown outcome: the message did leave.
     assert_eq!(
-        messages::apply_receipt(&client, number, &[wa_b], ReceiptKind::Delivered, now)
+        messages::apply_receipts(&client, ReceiptKind::Delivered, &[number], &[&wa_b], &[now])
             .await
             .unwrap(),
         1
@@ -320,6 +306,29 @@ async fn receipts_only_move_messages_forward_and_only_for_their_number() {
         row.get::<_, bool>(0) && row.get::<_, bool>(1),
         "timestamps filled in"
     );
+
+    // One statement for a batch: an id given twice counts once, at its
+    // earliest time; an id of no message of the number changes nothing.
+    let earlier = now - chrono::Duration::seconds(30);
+    assert_eq!(
+        messages::apply_receipts(
+            &client,
+            ReceiptKind::Delivered,
+            &[number, number, number],
+            &[&wa_c, "3EB0NOSUCHMESSAGE", &wa_c],
+            &[now, now, earlier],
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    let delivered_at: chrono::DateTime<Utc> = client
+        .query_one("SELECT delivered_at FROM messages WHERE id = $1", &[&c])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(delivered_at.timestamp_micros(), earlier.timestamp_micros());
+    assert_eq!(state_of(&db, c).await, "delivered");
 }
 
 #[tokio::test]

@@ -3,14 +3,15 @@
 //! whether the number can send (and tenants, as `number.connected` /
 //! `number.disconnected`), a logout marks the number as needing pairing,
 //! and received messages are stored (see [`crate::inbound`]). Events are
-//! written in batches (one transaction per batch) and acknowledged to the
-//! network only after the commit.
+//! written in batches and acknowledged to the network only after the commit:
+//! a batch's receipts with every other number's (see [`crate::receipts`]),
+//! the rest in one transaction of its own.
 
 use std::{sync::Arc, time::Duration};
 
 use herald_shared::{
     db::pairings::PairingStatus,
-    db::{self, DbError, messages::ReceiptKind, sender_numbers::SenderNumber},
+    db::{self, DbError, sender_numbers::SenderNumber},
     domain::NumberState,
     events::{Event, EventBody, NumberChange, NumberConnection, PairingCode, PairingFailed},
     metrics as m, outbox,
@@ -21,6 +22,7 @@ use crate::{
     Context,
     inbound::{self, Received},
     lease::Lease,
+    receipts::{self, Receipt},
     session::{ConnectionState, Envelope, Events, Session, SessionEvent},
 };
 
@@ -137,6 +139,15 @@ async fn record_stopped(
     Ok(())
 }
 
+/// Why a batch was not written (the pump retries it whole).
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("receipts: {0}")]
+    Receipts(#[from] receipts::WriteError),
+}
+
 /// What writing a batch found that needs acting on after the commit.
 #[derive(Debug, Default)]
 struct Written {
@@ -149,6 +160,42 @@ async fn write_batch(
     number: &SenderNumber,
     lease: &Lease,
     batch: &[Envelope],
+    connected: bool,
+) -> Result<Written, WriteError> {
+    // Receipts first, written with every other number's (crate::receipts);
+    // applying them again after a failure below changes nothing.
+    let receipts: Vec<Receipt> = batch
+        .iter()
+        .filter_map(|envelope| match &envelope.event {
+            SessionEvent::Receipt {
+                wa_message_ids,
+                kind,
+                at,
+            } => Some(wa_message_ids.iter().map(|id| Receipt {
+                kind: *kind,
+                wa_message_id: id.clone(),
+                at: *at,
+            })),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    ctx.receipts.write(number.id, receipts).await?;
+    if batch
+        .iter()
+        .all(|envelope| matches!(envelope.event, SessionEvent::Receipt { .. }))
+    {
+        return Ok(Written::default());
+    }
+    Ok(write_others(ctx, number, lease, batch, connected).await?)
+}
+
+/// Everything in the batch but its receipts, in one transaction.
+async fn write_others(
+    ctx: &Context,
+    number: &SenderNumber,
+    lease: &Lease,
+    batch: &[Envelope],
     mut connected: bool,
 ) -> Result<Written, DbError> {
     let mut written = Written::default();
@@ -156,19 +203,7 @@ async fn write_batch(
     let tx = client.transaction().await?;
     for envelope in batch {
         match &envelope.event {
-            SessionEvent::Receipt {
-                wa_message_ids,
-                kind,
-                at,
-            } => {
-                let changed =
-                    db::messages::apply_receipt(&tx, number.id, wa_message_ids, *kind, *at).await?;
-                let state = match kind {
-                    ReceiptKind::Delivered => "delivered",
-                    ReceiptKind::Read => "read",
-                };
-                metrics::counter!(m::MESSAGES, "state" => state).increment(changed);
-            }
+            SessionEvent::Receipt { .. } => {}
             SessionEvent::StateChanged(state) => {
                 let now_connected = matches!(state, ConnectionState::Connected { .. });
                 db::number_leases::set_connected(

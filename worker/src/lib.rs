@@ -11,6 +11,7 @@
 //! - [`lease`]: local validity of a lease on the monotonic clock.
 //! - [`number`]: one number's send loop and the send protocol.
 //! - [`events`]: receipts and connection changes into Postgres.
+//! - [`receipts`]: the receipts of all numbers, written together.
 //! - [`inbound`]: received messages and opt-outs.
 //! - [`keystore`]: session state at rest (master key, data keys, sealing).
 //! - [`lookups`]: the throttled contact-lookup lane of each number.
@@ -27,6 +28,7 @@ pub mod lookups;
 pub mod number;
 pub mod owner;
 pub mod pacing;
+pub mod receipts;
 pub mod session;
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
@@ -42,7 +44,7 @@ use herald_shared::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{pacing::Pacing, session::Connectors};
+use crate::{pacing::Pacing, receipts::ReceiptWriter, session::Connectors};
 
 /// What every part of a worker process shares.
 pub struct Context {
@@ -64,6 +66,7 @@ pub struct Context {
     /// Reply attribution and the default opt-out keywords.
     pub inbound: herald_shared::config::InboundConfig,
     pub connectors: Connectors,
+    pub receipts: ReceiptWriter,
 }
 
 /// A worker identity unique across hosts and restarts: host, process id and a
@@ -91,6 +94,7 @@ pub async fn run(
     let topology = Topology::new(&config.rabbitmq);
     queue::declare_when_ready(&broker, &topology, &shutdown).await;
     tracing::info!(worker = %id, kinds = ?connectors.kinds(), "worker started");
+    let receipts = ReceiptWriter::spawn(pool.clone());
     let ctx = Arc::new(Context {
         id,
         pool,
@@ -108,6 +112,7 @@ pub async fn run(
         contacts: config.contacts.clone(),
         inbound: config.inbound.clone(),
         connectors,
+        receipts,
     });
     owner::Keeper::new(ctx).run(shutdown).await;
     broker.close().await;

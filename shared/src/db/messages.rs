@@ -650,35 +650,46 @@ pub enum ReceiptKind {
     Read,
 }
 
-/// Applies a receipt to the number's messages with these WhatsApp ids. States
-/// only move forward; a receipt also settles `sending` and `unknown` messages
-/// (it proves the message left). Returns the rows changed.
-pub async fn apply_receipt(
+/// Applies receipts of one kind: message `i` is the one with WhatsApp id
+/// `wa_message_ids[i]` sent from number `number_ids[i]`, and its receipt came
+/// at `ats[i]`. One statement for a whole batch, of any numbers (a worker
+/// writes the receipts of all its numbers together). States only move
+/// forward; a receipt also settles `sending` and `unknown` messages (it
+/// proves the message left). An id given twice counts once, at its earliest
+/// time. Returns the rows changed.
+pub async fn apply_receipts(
     client: &impl GenericClient,
-    number_id: Uuid,
-    wa_message_ids: &[String],
     kind: ReceiptKind,
-    at: DateTime<Utc>,
+    number_ids: &[Uuid],
+    wa_message_ids: &[&str],
+    ats: &[DateTime<Utc>],
 ) -> Result<u64, DbError> {
+    debug_assert!(number_ids.len() == wa_message_ids.len() && ats.len() == wa_message_ids.len());
     let sql = match kind {
         ReceiptKind::Delivered => {
-            "UPDATE messages
-                SET state = 'delivered', delivered_at = coalesce(delivered_at, $3),
-                    sent_at = coalesce(sent_at, $3)
-              WHERE sender_number_id = $1 AND wa_message_id = ANY($2)
-                AND state IN ('sending', 'sent', 'unknown')"
+            "UPDATE messages m
+                SET state = 'delivered', delivered_at = coalesce(m.delivered_at, r.at),
+                    sent_at = coalesce(m.sent_at, r.at)
+               FROM (SELECT number_id, wa_id, min(at) AS at
+                       FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(number_id, wa_id, at)
+                      GROUP BY number_id, wa_id) r
+              WHERE m.wa_message_id = r.wa_id AND m.sender_number_id = r.number_id
+                AND m.state IN ('sending', 'sent', 'unknown')"
         }
         ReceiptKind::Read => {
-            "UPDATE messages
-                SET state = 'read', read_at = coalesce(read_at, $3),
-                    delivered_at = coalesce(delivered_at, $3), sent_at = coalesce(sent_at, $3)
-              WHERE sender_number_id = $1 AND wa_message_id = ANY($2)
-                AND state IN ('sending', 'sent', 'delivered', 'unknown')"
+            "UPDATE messages m
+                SET state = 'read', read_at = coalesce(m.read_at, r.at),
+                    delivered_at = coalesce(m.delivered_at, r.at), sent_at = coalesce(m.sent_at, r.at)
+               FROM (SELECT number_id, wa_id, min(at) AS at
+                       FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(number_id, wa_id, at)
+                      GROUP BY number_id, wa_id) r
+              WHERE m.wa_message_id = r.wa_id AND m.sender_number_id = r.number_id
+                AND m.state IN ('sending', 'sent', 'delivered', 'unknown')"
         }
     };
     let stmt = client.prepare_cached(sql).await?;
     Ok(client
-        .execute(&stmt, &[&number_id, &wa_message_ids, &at])
+        .execute(&stmt, &[&number_ids, &wa_message_ids, &ats])
         .await?)
 }
 
