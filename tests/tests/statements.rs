@@ -1,6 +1,6 @@
 //! The correctness rules, at the level of the statements that enforce them,
-//! on a real Postgres: fencing, takeover, forward-only receipts, concurrent
-//! scheduling.
+//! on a real Postgres: fencing, takeover, forward-only receipts (and the
+//! worker's receipt writer), concurrent scheduling.
 
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use herald_tests::{
     TestDb,
     fixtures::{Fixture, state_of},
 };
+use herald_worker::receipts::{Receipt, ReceiptWriter};
 use uuid::Uuid;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -329,6 +330,85 @@ async fn receipts_only_move_messages_forward_and_only_for_their_number() {
         .get(0);
     assert_eq!(delivered_at.timestamp_micros(), earlier.timestamp_micros());
     assert_eq!(state_of(&db, c).await, "delivered");
+}
+
+/// The worker's receipt writer: numbers' receipts committed together, each
+/// applied to its own number's messages, delivered before read.
+#[tokio::test]
+async fn the_receipt_writer_applies_every_numbers_receipts_delivered_first() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let n1 = fx.number(&db, 1, 100).await;
+    let n2 = fx.number(&db, 2, 100).await;
+    let campaign = fx.campaign(&db, &[n1, n2], 4).await;
+    let client = db.pool.get().await.unwrap();
+    // Two sent messages per number.
+    let mut sent = Vec::new();
+    for number in [n1, n2] {
+        let epoch = number_leases::acquire(&client, number, "w1", TTL)
+            .await
+            .unwrap()
+            .unwrap();
+        for _ in 0..2 {
+            let id = scheduled_message(&db, number, campaign).await;
+            let claimed = messages::claim(&client, id, number, "w1", epoch)
+                .await
+                .unwrap()
+                .unwrap();
+            messages::record_sent(&client, id, epoch, Utc::now())
+                .await
+                .unwrap();
+            sent.push((id, claimed.wa_message_id));
+        }
+    }
+    let receipt = |kind, i: usize| Receipt {
+        kind,
+        wa_message_id: sent[i].1.clone(),
+        at: Utc::now(),
+    };
+    let writer = ReceiptWriter::spawn(db.pool.clone());
+    let (first, second) = tokio::join!(
+        // The network reported the read before the delivery.
+        writer.write(
+            n1,
+            vec![
+                receipt(ReceiptKind::Read, 0),
+                receipt(ReceiptKind::Delivered, 0),
+                receipt(ReceiptKind::Delivered, 1),
+            ],
+        ),
+        writer.write(
+            n2,
+            vec![
+                receipt(ReceiptKind::Delivered, 2),
+                receipt(ReceiptKind::Read, 3),
+                // Not n2's message: changes nothing.
+                receipt(ReceiptKind::Read, 1),
+            ],
+        ),
+    );
+    first.unwrap();
+    second.unwrap();
+    let mut states = Vec::new();
+    for (id, _) in &sent {
+        states.push(state_of(&db, *id).await);
+    }
+    assert_eq!(states, ["read", "delivered", "delivered", "read"]);
+    // Announced in order: the first message delivered, then read.
+    let topics: Vec<String> = client
+        .query(
+            "SELECT topic FROM outbox WHERE payload->'data'->>'wa_message_id' = $1 ORDER BY id",
+            &[&sent[0].1],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(
+        topics,
+        ["message.sent", "message.delivered", "message.read"]
+    );
 }
 
 #[tokio::test]
