@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod console;
+pub mod counts;
 pub mod error;
 pub mod extract;
 pub mod middleware;

@@ -12,7 +12,7 @@ use herald_shared::{
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ApiResult;
+use crate::{counts::CountsCache, error::ApiResult};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -37,6 +37,9 @@ pub struct AppState {
     pub webhook_attempts: Arc<AttemptQueue>,
     /// Cancelled at shutdown: live streams end so the server can drain.
     pub shutdown: CancellationToken,
+    /// Campaigns' message counts, recounted at most once per
+    /// `api.counts_max_age_ms`.
+    pub counts: Arc<CountsCache>,
 }
 
 /// What [`AppState::new`] needs besides the pools and the configuration.
@@ -70,6 +73,7 @@ impl AppState {
             shutdown,
             config: Arc::new(config.clone()),
             outbox_written,
+            counts: Arc::new(CountsCache::new(config.api.counts_max_age())),
             limiter: Arc::new(RateLimiter::keyed(
                 Quota::per_second(per_second).allow_burst(burst),
             )),

@@ -224,9 +224,15 @@ pub struct ApiConfig {
     pub media_max_bytes: usize,
     pub idempotency_hours: i32,
     pub shutdown_grace_ms: u64,
+    /// How old a campaign's message counts may be when answered (0: counted
+    /// on every request).
+    pub counts_max_age_ms: u64,
 }
 
 impl ApiConfig {
+    pub fn counts_max_age(&self) -> Duration {
+        ms(self.counts_max_age_ms)
+    }
     pub fn outbox_poll(&self) -> Duration {
         ms(self.outbox_poll_ms)
     }

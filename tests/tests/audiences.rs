@@ -529,6 +529,9 @@ async fn suppressing_a_phone_stops_its_waiting_messages() {
         .as_str()
         .unwrap()
         .to_string();
+    // Counted (and kept for `api.counts_max_age_ms`) before the suppression:
+    // the answer after it still counts it.
+    assert_eq!(api.campaign(&campaign).await["counts"]["queued"], 2);
     let suppressed = api
         .post(
             "/v1/suppressions",

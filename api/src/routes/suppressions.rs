@@ -95,6 +95,9 @@ pub async fn create(
     )
     .await?;
     tx.commit().await.map_err(DbError::from)?;
+    if stopped > 0 {
+        state.counts.forget_tenant(tenant_id);
+    }
     Ok((
         StatusCode::CREATED,
         Json(Suppressed {
