@@ -233,23 +233,33 @@ pub async fn send(
         Some(media) => check_media(&tx, tenant_id, media, "/media", &mut errors).await?,
         None => template_media,
     };
-    let candidates = match (&from, &pool) {
-        (Some(from), None) => {
-            if db::sender_numbers::get(&tx, tenant_id, *from)
-                .await?
-                .is_none()
-            {
-                errors.push(FieldError::new("/from", "no number with this id"));
+    let candidates = async {
+        Ok::<_, DbError>(match (&from, &pool) {
+            (Some(from), None) => {
+                let known = db::sender_numbers::get(&tx, tenant_id, *from).await?;
+                (vec![*from], known.is_some())
             }
-            vec![*from]
-        }
-        (None, Some(tag)) => db::sender_numbers::tagged(&tx, tenant_id, tag)
-            .await?
-            .into_iter()
-            .map(|n| n.id)
-            .collect(),
-        _ => Vec::new(),
+            (None, Some(tag)) => {
+                let tagged = db::sender_numbers::tagged(&tx, tenant_id, tag).await?;
+                (tagged.into_iter().map(|n| n.id).collect(), true)
+            }
+            _ => (Vec::new(), true),
+        })
     };
+    let suppressed = async {
+        Ok(match &to {
+            Some(to) => db::suppressions::get(&tx, tenant_id, to.as_str())
+                .await?
+                .is_some(),
+            None => false,
+        })
+    };
+    // Both reads in one round trip; the suppression only counts once the
+    // request is otherwise valid.
+    let ((candidates, from_known), suppressed) = tokio::try_join!(candidates, suppressed)?;
+    if !from_known {
+        errors.push(FieldError::new("/from", "no number with this id"));
+    }
     let (Some(to), Some(body)) = (to, body) else {
         return Err(ApiError::invalid(
             "the message cannot be sent as given",
@@ -262,10 +272,7 @@ pub async fn send(
             errors,
         ));
     }
-    if db::suppressions::get(&tx, tenant_id, to.as_str())
-        .await?
-        .is_some()
-    {
+    if suppressed {
         return Err(ApiError::field(
             "/to",
             "the recipient is on the suppression list",
@@ -300,10 +307,12 @@ pub async fn send(
         message_id: id,
         number_id: Some(number_id),
     });
-    outbox::enqueue(&tx, &Event::new(tenant_id, event)).await?;
-    let record = db::messages::get(&tx, tenant_id, id)
-        .await?
-        .expect("inserted in this transaction");
+    let event = Event::new(tenant_id, event);
+    let (record, ()) = tokio::try_join!(
+        db::messages::get(&tx, tenant_id, id),
+        outbox::enqueue(&tx, &event),
+    )?;
+    let record = record.expect("inserted in this transaction");
     tx.commit().await.map_err(DbError::from)?;
     state.outbox_written.notify_one();
     Ok((StatusCode::ACCEPTED, Json(MessageBody::from(record))))
