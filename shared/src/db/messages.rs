@@ -232,13 +232,24 @@ pub async fn schedule_direct(
     Ok(assigned(client.query(&stmt, &[&limit, &number_id]).await?))
 }
 
-/// Numbers with direct messages waiting.
+/// Numbers with direct messages waiting: one index probe per such number
+/// (a skip scan of `messages_direct_idx`), however many messages wait.
 pub async fn numbers_with_direct(client: &impl GenericClient) -> Result<Vec<Uuid>, DbError> {
     let stmt = client
         .prepare_cached(
-            "SELECT DISTINCT preferred_number_id FROM messages
-              WHERE campaign_id IS NULL AND state = 'queued' AND not_before IS NULL
-                AND preferred_number_id IS NOT NULL",
+            "WITH RECURSIVE waiting (number_id) AS (
+                 (SELECT preferred_number_id FROM messages
+                   WHERE campaign_id IS NULL AND state = 'queued' AND not_before IS NULL
+                     AND preferred_number_id IS NOT NULL
+                   ORDER BY preferred_number_id LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT m.preferred_number_id FROM messages m
+                          WHERE m.campaign_id IS NULL AND m.state = 'queued'
+                            AND m.not_before IS NULL AND m.preferred_number_id > w.number_id
+                          ORDER BY m.preferred_number_id LIMIT 1)
+                   FROM waiting w WHERE w.number_id IS NOT NULL
+             )
+             SELECT number_id FROM waiting WHERE number_id IS NOT NULL",
         )
         .await?;
     let rows = client.query(&stmt, &[]).await?;
