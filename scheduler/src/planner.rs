@@ -14,7 +14,8 @@
 //!    only in time zones whose send window is open, only variants under their
 //!    daily limit. A time-locked number only writes to recipients it already
 //!    wrote to.
-//! 4. Publish the jobs (with the number's pacing) after the commit.
+//! 4. Publish the jobs (with the number's pacing) after the commit, while
+//!    the next numbers are planned.
 //! 5. Republish lost jobs, complete finished campaigns, and now and then
 //!    judge the circuit breakers ([`crate::breakers`]).
 //!
@@ -51,7 +52,7 @@ use herald_shared::{
     queue::{Outgoing, Publisher, QueueError, Topology},
     task::{JobPacing, SendTask},
 };
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
@@ -145,16 +146,20 @@ impl Planner {
             .map(|n| n.id)
             .collect();
         let open_zones = open_zones_by_campaign(&campaigns, now);
-        // Numbers are planned a few at a time, each in its own transaction:
-        // the row locks that keep replicas apart keep these apart too, and the
-        // waits for commits and publisher confirms overlap.
+        // Numbers are planned a few at a time (`plan_concurrency`), each in
+        // its own transaction: the row locks that keep replicas apart keep
+        // these apart too, and the waits for commits overlap. A number's
+        // jobs are published after its commit without holding its planning
+        // place, so the broker's confirms overlap the planning of the next
+        // numbers instead of delaying it.
         let candidates = self.candidates(&numbers, &campaigns, &direct);
+        let planning = Semaphore::new(self.config.plan_concurrency.max(1));
         let plans: Vec<_> = candidates
             .iter()
-            .map(|candidate| self.plan_number(candidate, &open_zones, &available, now))
+            .map(|candidate| self.plan_number(candidate, &open_zones, &available, now, &planning))
             .collect();
         let planned: Vec<Result<(usize, usize), PlanError>> = futures_util::stream::iter(plans)
-            .buffer_unordered(self.config.plan_concurrency.max(1))
+            .buffer_unordered(candidates.len().max(1))
             .collect()
             .await;
         for result in planned {
@@ -228,8 +233,13 @@ impl Planner {
         open_zones: &HashMap<Uuid, Vec<String>>,
         available: &[Uuid],
         now: DateTime<Utc>,
+        planning: &Semaphore,
     ) -> Result<(usize, usize), PlanError> {
         let number = candidate.number;
+        let permit = planning
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         let mut client = self.pool.get().await.map_err(DbError::from)?;
         let tx = client.transaction().await.map_err(DbError::from)?;
         // The row locks make replicas plan a number (and a capped tenant) one
@@ -237,8 +247,11 @@ impl Planner {
         let Some(budget) = db::sender_usage::lock_today(&tx, number.id, now).await? else {
             return Ok((0, 0));
         };
-        let tenant = db::sender_usage::lock_tenant_today(&tx, number.tenant_id, now).await?;
-        let in_flight = db::messages::in_flight(&tx, number.id).await?;
+        // Both read after the number's lock; sent together (one round trip).
+        let (tenant, in_flight) = tokio::try_join!(
+            db::sender_usage::lock_tenant_today(&tx, number.tenant_id, now),
+            db::messages::in_flight(&tx, number.id),
+        )?;
         let allowance = daily_allowance(&AllowanceInputs {
             plan_volume: self.plan_volume(&budget.warmup_plan, budget.day_index),
             number_cap: i64::from(budget.daily_cap),
@@ -316,15 +329,27 @@ impl Planner {
             return Ok((0, 0));
         }
         let count = assigned.len() as i32;
-        db::sender_usage::add(&tx, number.id, budget.day, count).await?;
-        if tenant.cap.is_some() {
-            db::sender_usage::add_tenant(&tx, number.tenant_id, tenant.day, count).await?;
-        }
-        if !from_campaigns.is_empty() {
-            db::messages::remember_senders(&tx, number.id, &from_campaigns).await?;
-        }
+        // Independent writes, sent together.
+        let tenant_usage = async {
+            if tenant.cap.is_none() {
+                return Ok(());
+            }
+            db::sender_usage::add_tenant(&tx, number.tenant_id, tenant.day, count).await
+        };
+        let senders = async {
+            if from_campaigns.is_empty() {
+                return Ok(());
+            }
+            db::messages::remember_senders(&tx, number.id, &from_campaigns).await
+        };
+        tokio::try_join!(
+            db::sender_usage::add(&tx, number.id, budget.day, count),
+            tenant_usage,
+            senders,
+        )?;
         tx.commit().await.map_err(DbError::from)?;
         drop(client);
+        drop(permit);
 
         let ids: Vec<i64> = assigned.iter().map(|a| a.id).collect();
         let failed = self

@@ -222,7 +222,13 @@ pub async fn planner(
     let channel = broker.channel().await.unwrap();
     topology.declare_common(&channel).await.unwrap();
     let publisher = Arc::new(Publisher::new(broker, &config.rabbitmq));
-    let pool = db::connect(&db.config(), "test planner").unwrap();
+    // The pool the scheduler binary would open: its size from the
+    // configuration, as `plan_concurrency` assumes.
+    let database = herald_shared::config::DatabaseConfig {
+        pool_size: config.database.pool_size,
+        ..db.config()
+    };
+    let pool = db::connect(&database, "test planner").unwrap();
     Planner::new(pool, publisher, topology, &config, clock)
 }
 
