@@ -1,6 +1,6 @@
 //! The correctness rules, at the level of the statements that enforce them,
 //! on a real Postgres: fencing, takeover, forward-only receipts (and the
-//! worker's receipt writer), concurrent scheduling.
+//! worker's writer of verdicts and receipts), concurrent scheduling.
 
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use herald_tests::{
     TestDb,
     fixtures::{Fixture, state_of},
 };
-use herald_worker::receipts::{Receipt, ReceiptWriter};
+use herald_worker::outcomes::{Outcome, OutcomeWriter, Outcomes, Receipt, Sent};
 use uuid::Uuid;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -36,6 +36,39 @@ async fn scheduled_message(db: &TestDb, number: Uuid, campaign: Uuid) -> i64 {
         .await
         .unwrap()[0]
         .id
+}
+
+/// Two numbers and a campaign of four recipients on them.
+async fn two_numbers(db: &TestDb) -> (Fixture, Uuid, Uuid, Uuid) {
+    let fx = Fixture::new(db).await;
+    let n1 = fx.number(db, 1, 100).await;
+    let n2 = fx.number(db, 2, 100).await;
+    let campaign = fx.campaign(db, &[n1, n2], 4).await;
+    (fx, n1, n2, campaign)
+}
+
+/// The number's lease for "w1"; its epoch.
+async fn lease(client: &impl herald_shared::db::GenericClient, number: Uuid) -> i64 {
+    number_leases::acquire(client, number, "w1", TTL)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A message scheduled on the number and claimed by "w1" under `epoch`.
+async fn claimed_message(
+    db: &TestDb,
+    number: Uuid,
+    campaign: Uuid,
+    epoch: i64,
+) -> (i64, messages::Claimed) {
+    let id = scheduled_message(db, number, campaign).await;
+    let client = db.pool.get().await.unwrap();
+    let claimed = messages::claim(&client, id, number, "w1", epoch)
+        .await
+        .unwrap()
+        .unwrap();
+    (id, claimed)
 }
 
 #[tokio::test]
@@ -136,10 +169,11 @@ async fn only_the_current_lease_holder_can_claim() {
         "its own claim is untouched"
     );
     // The old owner's late verdict still lands: it knows the message left.
-    assert!(
-        messages::record_sent(&client, message, epoch, Utc::now())
+    assert_eq!(
+        messages::record_sent(&client, &[message], &[epoch], &[Utc::now()])
             .await
-            .unwrap()
+            .unwrap(),
+        1
     );
     assert_eq!(state_of(&db, message).await, "sent");
 }
@@ -177,10 +211,11 @@ async fn a_claim_needs_a_running_campaign_and_a_scheduled_message() {
             .unwrap()
             .is_some()
     );
-    assert!(
-        messages::record_sent(&client, message, epoch, Utc::now())
+    assert_eq!(
+        messages::record_sent(&client, &[message], &[epoch], &[Utc::now()])
             .await
-            .unwrap()
+            .unwrap(),
+        1
     );
     assert!(
         messages::claim(&client, message, number, "w1", epoch)
@@ -256,13 +291,13 @@ async fn receipts_only_move_messages_forward_and_only_for_their_number() {
             .unwrap()
             .unwrap();
     }
-    messages::record_sent(&client, a, epoch, Utc::now())
+    messages::record_sent(&client, &[a], &[epoch], &[Utc::now()])
         .await
         .unwrap();
     messages::record_unknown(&client, b, epoch, "timeout")
         .await
         .unwrap();
-    messages::record_sent(&client, c, epoch, Utc::now())
+    messages::record_sent(&client, &[c], &[epoch], &[Utc::now()])
         .await
         .unwrap();
 
@@ -337,55 +372,42 @@ async fn receipts_only_move_messages_forward_and_only_for_their_number() {
 #[tokio::test]
 async fn the_receipt_writer_applies_every_numbers_receipts_delivered_first() {
     let db = TestDb::create().await;
-    let fx = Fixture::new(&db).await;
-    let n1 = fx.number(&db, 1, 100).await;
-    let n2 = fx.number(&db, 2, 100).await;
-    let campaign = fx.campaign(&db, &[n1, n2], 4).await;
+    let (_, n1, n2, campaign) = two_numbers(&db).await;
     let client = db.pool.get().await.unwrap();
     // Two sent messages per number.
     let mut sent = Vec::new();
     for number in [n1, n2] {
-        let epoch = number_leases::acquire(&client, number, "w1", TTL)
-            .await
-            .unwrap()
-            .unwrap();
+        let epoch = lease(&client, number).await;
         for _ in 0..2 {
-            let id = scheduled_message(&db, number, campaign).await;
-            let claimed = messages::claim(&client, id, number, "w1", epoch)
-                .await
-                .unwrap()
-                .unwrap();
-            messages::record_sent(&client, id, epoch, Utc::now())
+            let (id, claimed) = claimed_message(&db, number, campaign, epoch).await;
+            messages::record_sent(&client, &[id], &[epoch], &[Utc::now()])
                 .await
                 .unwrap();
             sent.push((id, claimed.wa_message_id));
         }
     }
-    let receipt = |kind, i: usize| Receipt {
-        kind,
-        wa_message_id: sent[i].1.clone(),
-        at: Utc::now(),
+    let receipt = |number_id, kind, i: usize| {
+        Outcome::Receipt(Receipt {
+            number_id,
+            kind,
+            wa_message_id: sent[i].1.clone(),
+            at: Utc::now(),
+        })
     };
-    let writer = ReceiptWriter::spawn(db.pool.clone());
+    let writer = OutcomeWriter::spawn(db.pool.clone(), Outcomes);
     let (first, second) = tokio::join!(
         // The network reported the read before the delivery.
-        writer.write(
-            n1,
-            vec![
-                receipt(ReceiptKind::Read, 0),
-                receipt(ReceiptKind::Delivered, 0),
-                receipt(ReceiptKind::Delivered, 1),
-            ],
-        ),
-        writer.write(
-            n2,
-            vec![
-                receipt(ReceiptKind::Delivered, 2),
-                receipt(ReceiptKind::Read, 3),
-                // Not n2's message: changes nothing.
-                receipt(ReceiptKind::Read, 1),
-            ],
-        ),
+        writer.write(vec![
+            receipt(n1, ReceiptKind::Read, 0),
+            receipt(n1, ReceiptKind::Delivered, 0),
+            receipt(n1, ReceiptKind::Delivered, 1),
+        ]),
+        writer.write(vec![
+            receipt(n2, ReceiptKind::Delivered, 2),
+            receipt(n2, ReceiptKind::Read, 3),
+            // Not n2's message: changes nothing.
+            receipt(n2, ReceiptKind::Read, 1),
+        ]),
     );
     first.unwrap();
     second.unwrap();
@@ -409,6 +431,132 @@ async fn the_receipt_writer_applies_every_numbers_receipts_delivered_first() {
         topics,
         ["message.sent", "message.delivered", "message.read"]
     );
+}
+
+/// The worker's sent-verdict writer: numbers' verdicts committed together,
+/// each only under the epoch its message was claimed with, and the failure
+/// streak of the campaigns ended.
+#[tokio::test]
+async fn the_sent_writer_records_every_numbers_verdicts_under_their_epochs() {
+    let db = TestDb::create().await;
+    let (fx, n1, n2, campaign) = two_numbers(&db).await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute("UPDATE campaigns SET consecutive_failures = 3", &[])
+        .await
+        .unwrap();
+    let mut claimed = Vec::new();
+    for number in [n1, n2] {
+        let epoch = lease(&client, number).await;
+        let (id, _) = claimed_message(&db, number, campaign, epoch).await;
+        claimed.push((id, epoch));
+    }
+    let sent = |(message_id, epoch): (i64, i64)| Sent {
+        message_id,
+        epoch,
+        at: Utc::now(),
+        campaign_id: Some(campaign),
+    };
+    let writer = OutcomeWriter::spawn(db.pool.clone(), Outcomes);
+    let (first, second, stale) = tokio::join!(
+        writer.write(vec![Outcome::Sent(sent(claimed[0]))]),
+        writer.write(vec![Outcome::Sent(sent(claimed[1]))]),
+        // Claimed under another epoch than this one: not recorded.
+        writer.write(vec![Outcome::Sent(Sent {
+            epoch: claimed[0].1 + 7,
+            ..sent(claimed[0])
+        })]),
+    );
+    first.unwrap();
+    second.unwrap();
+    stale.unwrap();
+    assert_eq!(state_of(&db, claimed[0].0).await, "sent");
+    assert_eq!(state_of(&db, claimed[1].0).await, "sent");
+    let streak: i32 = client
+        .query_one(
+            "SELECT consecutive_failures FROM campaigns WHERE id = $1",
+            &[&campaign],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(streak, 0);
+    // Each announced once.
+    let announced: i64 = client
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE topic = 'message.sent'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(announced, 2);
+    // A verdict whose epoch does not match leaves a claimed message alone.
+    let n3 = fx.number(&db, 3, 100).await;
+    let epoch = lease(&client, n3).await;
+    let (id, _) = claimed_message(&db, n3, campaign, epoch).await;
+    writer
+        .write(vec![Outcome::Sent(sent((id, epoch + 1)))])
+        .await
+        .unwrap();
+    assert_eq!(state_of(&db, id).await, "sending");
+}
+
+/// Verdicts and receipts of the same messages handed over at once, in any
+/// order, by many tasks: every write commits (written by one writer, two
+/// batches never lock the same rows in opposite orders and deadlock), and
+/// every message ends read.
+#[tokio::test]
+async fn verdicts_and_receipts_handed_over_at_once_all_commit() {
+    use rand::seq::SliceRandom;
+
+    const MESSAGES: usize = 60;
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 1000).await;
+    let campaign = fx.campaign(&db, &[number], MESSAGES as u32).await;
+    let client = db.pool.get().await.unwrap();
+    let epoch = lease(&client, number).await;
+    let mut writes = Vec::new();
+    for _ in 0..MESSAGES {
+        let (id, claimed) = claimed_message(&db, number, campaign, epoch).await;
+        writes.push(Outcome::Sent(Sent {
+            message_id: id,
+            epoch,
+            at: Utc::now(),
+            campaign_id: Some(campaign),
+        }));
+        for kind in [ReceiptKind::Delivered, ReceiptKind::Read] {
+            writes.push(Outcome::Receipt(Receipt {
+                number_id: number,
+                kind,
+                wa_message_id: claimed.wa_message_id.clone(),
+                at: Utc::now(),
+            }));
+        }
+    }
+    writes.shuffle(&mut rand::rng());
+    let writer = std::sync::Arc::new(OutcomeWriter::spawn(db.pool.clone(), Outcomes));
+    let tasks: Vec<_> = writes
+        .chunks(3)
+        .map(|rows| {
+            let (writer, rows) = (writer.clone(), rows.to_vec());
+            tokio::spawn(async move { writer.write(rows).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("every write commits");
+    }
+    let unread: i64 = client
+        .query_one(
+            "SELECT count(*) FROM messages
+              WHERE campaign_id = $1 AND (state <> 'read' OR sent_at IS NULL)",
+            &[&campaign],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unread, 0);
 }
 
 #[tokio::test]

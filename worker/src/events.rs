@@ -4,7 +4,7 @@
 //! `number.disconnected`), a logout marks the number as needing pairing,
 //! and received messages are stored (see [`crate::inbound`]). Events are
 //! written in batches and acknowledged to the network only after the commit:
-//! a batch's receipts with every other number's (see [`crate::receipts`]),
+//! a batch's receipts with every other number's (see [`crate::outcomes`]),
 //! the rest in one transaction of its own.
 
 use std::{sync::Arc, time::Duration};
@@ -19,10 +19,10 @@ use herald_shared::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    Context,
+    Context, group,
     inbound::{self, Received},
     lease::Lease,
-    receipts::{self, Receipt},
+    outcomes::{Outcome, Receipt},
     session::{ConnectionState, Envelope, Events, Session, SessionEvent},
 };
 
@@ -145,7 +145,7 @@ enum WriteError {
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("receipts: {0}")]
-    Receipts(#[from] receipts::WriteError),
+    Receipts(#[from] group::WriteError),
 }
 
 /// What writing a batch found that needs acting on after the commit.
@@ -162,25 +162,28 @@ async fn write_batch(
     batch: &[Envelope],
     connected: bool,
 ) -> Result<Written, WriteError> {
-    // Receipts first, written with every other number's (crate::receipts);
+    // Receipts first, written with every other number's (crate::outcomes);
     // applying them again after a failure below changes nothing.
-    let receipts: Vec<Receipt> = batch
+    let receipts: Vec<Outcome> = batch
         .iter()
         .filter_map(|envelope| match &envelope.event {
             SessionEvent::Receipt {
                 wa_message_ids,
                 kind,
                 at,
-            } => Some(wa_message_ids.iter().map(|id| Receipt {
-                kind: *kind,
-                wa_message_id: id.clone(),
-                at: *at,
+            } => Some(wa_message_ids.iter().map(|id| {
+                Outcome::Receipt(Receipt {
+                    number_id: number.id,
+                    kind: *kind,
+                    wa_message_id: id.clone(),
+                    at: *at,
+                })
             })),
             _ => None,
         })
         .flatten()
         .collect();
-    ctx.receipts.write(number.id, receipts).await?;
+    ctx.outcomes.write(receipts).await?;
     if batch
         .iter()
         .all(|envelope| matches!(envelope.event, SessionEvent::Receipt { .. }))

@@ -11,7 +11,8 @@
 //! - [`lease`]: local validity of a lease on the monotonic clock.
 //! - [`number`]: one number's send loop and the send protocol.
 //! - [`events`]: receipts and connection changes into Postgres.
-//! - [`receipts`]: the receipts of all numbers, written together.
+//! - [`group`]: group commit, rows of many numbers in one transaction.
+//! - [`outcomes`]: "sent" verdicts and receipts of all numbers, written together.
 //! - [`inbound`]: received messages and opt-outs.
 //! - [`keystore`]: session state at rest (master key, data keys, sealing).
 //! - [`lookups`]: the throttled contact-lookup lane of each number.
@@ -21,14 +22,15 @@
 
 pub mod events;
 pub mod failpoint;
+pub mod group;
 pub mod inbound;
 pub mod keystore;
 pub mod lease;
 pub mod lookups;
 pub mod number;
+pub mod outcomes;
 pub mod owner;
 pub mod pacing;
-pub mod receipts;
 pub mod session;
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
@@ -44,7 +46,11 @@ use herald_shared::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::{pacing::Pacing, receipts::ReceiptWriter, session::Connectors};
+use crate::{
+    outcomes::{OutcomeWriter, Outcomes},
+    pacing::Pacing,
+    session::Connectors,
+};
 
 /// What every part of a worker process shares.
 pub struct Context {
@@ -66,7 +72,7 @@ pub struct Context {
     /// Reply attribution and the default opt-out keywords.
     pub inbound: herald_shared::config::InboundConfig,
     pub connectors: Connectors,
-    pub receipts: ReceiptWriter,
+    pub outcomes: OutcomeWriter,
 }
 
 /// A worker identity unique across hosts and restarts: host, process id and a
@@ -94,7 +100,7 @@ pub async fn run(
     let topology = Topology::new(&config.rabbitmq);
     queue::declare_when_ready(&broker, &topology, &shutdown).await;
     tracing::info!(worker = %id, kinds = ?connectors.kinds(), "worker started");
-    let receipts = ReceiptWriter::spawn(pool.clone());
+    let outcomes = OutcomeWriter::spawn(pool.clone(), Outcomes);
     let ctx = Arc::new(Context {
         id,
         pool,
@@ -112,7 +118,7 @@ pub async fn run(
         contacts: config.contacts.clone(),
         inbound: config.inbound.clone(),
         connectors,
-        receipts,
+        outcomes,
     });
     owner::Keeper::new(ctx).run(shutdown).await;
     broker.close().await;

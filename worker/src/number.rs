@@ -50,6 +50,7 @@ use crate::{
     Context, events, failpoint,
     lease::Lease,
     lookups,
+    outcomes::{Outcome, Sent},
     session::{
         Attachment, ConnectionState, OutgoingText, SendError, Session, SessionError, wait_connected,
     },
@@ -532,15 +533,28 @@ impl NumberDriver {
         };
         match verdict {
             Ok(()) => {
-                let at = Utc::now();
-                self.record("record sent", |client| async move {
-                    messages::record_sent(&client, message_id, epoch, at).await?;
-                    if let Some(campaign) = campaign {
-                        db::campaigns::record_success(&client, campaign).await?;
+                // Written with other numbers' (crate::outcomes).
+                let sent = Sent {
+                    message_id,
+                    epoch,
+                    at: Utc::now(),
+                    campaign_id: campaign,
+                };
+                let mut backoff = Duration::from_millis(100);
+                loop {
+                    match self
+                        .ctx
+                        .outcomes
+                        .write(vec![Outcome::Sent(sent.clone())])
+                        .await
+                    {
+                        Ok(()) => return Some(MessageState::Sent),
+                        Err(err) => self.could_not_record("record sent", &err),
                     }
-                    Ok(MessageState::Sent)
-                })
-                .await
+                    if !self.retry_recording("record sent", &mut backoff).await {
+                        return None;
+                    }
+                }
             }
             Err(SendError::NotSent(reason)) => {
                 tracing::info!(%number_id, message_id, %reason, attempt = claimed.attempts, "not sent");
@@ -723,19 +737,30 @@ impl NumberDriver {
             };
             match result {
                 Ok(value) => return Some(value),
-                Err(err) => {
-                    tracing::warn!(number_id = %self.number.id, error = %err, what, "could not record outcome; retrying");
-                }
+                Err(err) => self.could_not_record(what, &err),
             }
-            if !self.lease.is_valid() {
-                tracing::error!(number_id = %self.number.id, what, "lease ran out before the outcome could be recorded; giving the number up");
-                self.lease.poison();
-                self.stop.cancel();
+            if !self.retry_recording(what, &mut backoff).await {
                 return None;
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
+    }
+
+    fn could_not_record(&self, what: &'static str, err: &dyn std::fmt::Display) {
+        tracing::warn!(number_id = %self.number.id, error = %err, what, "could not record outcome; retrying");
+    }
+
+    /// After a failed attempt to record an outcome: waits before the next
+    /// one, or gives the number up when the lease ran out (see `record`).
+    async fn retry_recording(&self, what: &'static str, backoff: &mut Duration) -> bool {
+        if !self.lease.is_valid() {
+            tracing::error!(number_id = %self.number.id, what, "lease ran out before the outcome could be recorded; giving the number up");
+            self.lease.poison();
+            self.stop.cancel();
+            return false;
+        }
+        tokio::time::sleep(*backoff).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(2));
+        true
     }
 }
 

@@ -478,16 +478,19 @@ pub async fn share_if_running(client: &impl GenericClient, id: Uuid) -> Result<b
     Ok(client.query_opt(&stmt, &[&id]).await?.is_some())
 }
 
-/// A message of the campaign went out: the failure streak is over. Touches
-/// the row only when there was a streak.
-pub async fn record_success(client: &impl GenericClient, campaign_id: Uuid) -> Result<(), DbError> {
+/// A message of each campaign went out: their failure streaks are over.
+/// Touches a row only when there was a streak.
+pub async fn record_success(
+    client: &impl GenericClient,
+    campaign_ids: &[Uuid],
+) -> Result<(), DbError> {
     let stmt = client
         .prepare_cached(
             "UPDATE campaigns SET consecutive_failures = 0
-              WHERE id = $1 AND consecutive_failures > 0",
+              WHERE id = ANY($1) AND consecutive_failures > 0",
         )
         .await?;
-    client.execute(&stmt, &[&campaign_id]).await?;
+    client.execute(&stmt, &[&campaign_ids]).await?;
     Ok(())
 }
 

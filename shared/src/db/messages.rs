@@ -465,25 +465,32 @@ pub async fn claim(
         }))
 }
 
-/// The server accepted the message. Also settles a message a takeover had
-/// marked `unknown`, and keeps a receipt that overtook this write.
+/// The server accepted these messages (the same index in each slice: id,
+/// the epoch it was claimed under, when). Also settles a message a takeover
+/// had marked `unknown`, and keeps a receipt that overtook this write.
+/// Returns how many were recorded (a message claimed again under a newer
+/// epoch is not).
 pub async fn record_sent(
     client: &impl GenericClient,
-    message_id: i64,
-    epoch: i64,
-    at: DateTime<Utc>,
-) -> Result<bool, DbError> {
+    message_ids: &[i64],
+    epochs: &[i64],
+    ats: &[DateTime<Utc>],
+) -> Result<u64, DbError> {
+    debug_assert!(message_ids.len() == epochs.len() && ats.len() == epochs.len());
     let stmt = client
         .prepare_cached(
-            "UPDATE messages
-                SET state = CASE WHEN state IN ('sending', 'unknown') THEN 'sent'::message_state
-                                 ELSE state END,
-                    sent_at = coalesce(sent_at, $3)
-              WHERE id = $1 AND claim_epoch = $2
-                AND state IN ('sending', 'unknown', 'delivered', 'read')",
+            "UPDATE messages m
+                SET state = CASE WHEN m.state IN ('sending', 'unknown') THEN 'sent'::message_state
+                                 ELSE m.state END,
+                    sent_at = coalesce(m.sent_at, v.at)
+               FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS v(id, epoch, at)
+              WHERE m.id = v.id AND m.claim_epoch = v.epoch
+                AND m.state IN ('sending', 'unknown', 'delivered', 'read')",
         )
         .await?;
-    Ok(client.execute(&stmt, &[&message_id, &epoch, &at]).await? == 1)
+    Ok(client
+        .execute(&stmt, &[&message_ids, &epochs, &ats])
+        .await?)
 }
 
 /// The message is known not to have been delivered and will not be retried.
