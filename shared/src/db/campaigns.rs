@@ -479,11 +479,15 @@ pub async fn share_if_running(client: &impl GenericClient, id: Uuid) -> Result<b
 }
 
 /// A message of each campaign went out: their failure streaks are over.
-/// Touches a row only when there was a streak.
+/// Touches a row only when there was a streak; no statement for no campaign
+/// (a batch of direct messages).
 pub async fn record_success(
     client: &impl GenericClient,
     campaign_ids: &[Uuid],
 ) -> Result<(), DbError> {
+    if campaign_ids.is_empty() {
+        return Ok(());
+    }
     let stmt = client
         .prepare_cached(
             "UPDATE campaigns SET consecutive_failures = 0
