@@ -89,6 +89,27 @@ impl TestDb {
     pub fn config(&self) -> DatabaseConfig {
         Self::config_for(&self.url)
     }
+
+    /// Waits until a backend of this database running a statement that
+    /// matches `query_like` (a `LIKE` pattern) waits for a lock: for tests
+    /// that make one transaction wait for another before letting it go.
+    pub async fn until_waiting_for_a_lock(&self, what: &str, query_like: &str) {
+        let client = self.pool.get().await.expect("connection");
+        crate::wait_for(what, std::time::Duration::from_secs(30), || async {
+            let waiting: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND wait_event_type = 'Lock'
+                        AND query LIKE $1",
+                    &[&query_like],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get(0);
+            (waiting > 0).then_some(())
+        })
+        .await;
+    }
 }
 
 impl Drop for TestDb {

@@ -3,7 +3,7 @@
 //! what waits in a number's queue, and a pause that lands during a pass
 //! leaves nothing of its campaign scheduled.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use herald_scheduler::planner::Planner;
 use herald_shared::{
@@ -13,7 +13,6 @@ use herald_shared::{
 };
 use herald_tests::{
     TestDb, fixtures::Fixture, inprocess::config, stack::delete_broker_objects, unique_suffix,
-    wait_for,
 };
 use uuid::Uuid;
 
@@ -160,23 +159,8 @@ async fn a_pause_during_a_pass_leaves_nothing_of_the_campaign_scheduled() {
     .unwrap();
     let pause_while_the_pass_waits = async {
         let client = db.pool.get().await.unwrap();
-        wait_for(
-            "the pass to wait for the number",
-            Duration::from_secs(30),
-            || async {
-                let waiting: i64 = client
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity
-                      WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                        &[],
-                    )
-                    .await
-                    .unwrap()
-                    .get(0);
-                (waiting == 1).then_some(())
-            },
-        )
-        .await;
+        db.until_waiting_for_a_lock("the pass to wait for the number", "%")
+            .await;
         let paused = db::campaigns::pause(&client, fx.tenant_id, campaign, None)
             .await
             .unwrap();

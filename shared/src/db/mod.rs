@@ -190,6 +190,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "direct_waiting",
         include_str!("../../../migrations/0008_direct_waiting.sql"),
     ),
+    (
+        9,
+        "bulk_references",
+        include_str!("../../../migrations/0009_bulk_references.sql"),
+    ),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction, under an
