@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use herald_tests::{ApiServer, client::Reply, mobile};
 use reqwest::Method;
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 async fn count(server: &ApiServer, query: &str) -> i64 {
     let client = server.db.pool.get().await.unwrap();
@@ -129,6 +130,110 @@ async fn a_csv_import_reports_every_row_and_merges_contacts() {
         api.get(&format!("/v1/lists/{list}")).await.expect(200)["size"],
         3
     );
+    server.stop().await;
+}
+
+/// The phones of `list`, sorted.
+async fn phones_of(server: &ApiServer, list: &str) -> Vec<String> {
+    let contacts = server
+        .api
+        .get(&format!("/v1/contacts?list_id={list}"))
+        .await
+        .expect(200);
+    let mut phones: Vec<String> = contacts["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["phone"].as_str().unwrap().to_string())
+        .collect();
+    phones.sort();
+    phones
+}
+
+/// Imports `csv` into `list` while `other` (a transaction that wrote some of
+/// its contacts) is open; commits `other` once the import's merge waits for
+/// it.
+async fn import_racing(
+    server: &ApiServer,
+    list: &str,
+    csv: &str,
+    other: herald_shared::db::Transaction<'_>,
+) -> Value {
+    let commit_when_waited_for = async {
+        server
+            .db
+            .until_waiting_for_a_lock("the import to wait for the other writer", "%import_rows%")
+            .await;
+        other.commit().await.unwrap();
+    };
+    let (reply, ()) = tokio::join!(import(server, list, csv, ""), commit_when_waited_for);
+    reply.expect(201)
+}
+
+/// A contact of the file that another transaction deletes, or creates, while
+/// the import merges is neither lost nor fails the import: the merge runs
+/// again as upserts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_racing_other_writers_of_its_contacts_loses_none() {
+    let server = ApiServer::start(&[]).await;
+    let doomed = server
+        .api
+        .post("/v1/contacts", &json!({"phone": "+5511987650011"}))
+        .await
+        .expect(201);
+    let doomed = Uuid::parse_str(doomed["id"].as_str().unwrap()).unwrap();
+    let mut client = server.db.pool.get().await.unwrap();
+
+    // Deleted meanwhile: the update finds the row gone, the insert had seen it.
+    let list = new_list(&server, "deleted meanwhile").await;
+    let other = client.transaction().await.unwrap();
+    other
+        .execute("DELETE FROM contacts WHERE id = $1", &[&doomed])
+        .await
+        .unwrap();
+    let report = import_racing(
+        &server,
+        &list,
+        "phone,plan\n+5511987650011,pro\n+5511987650012,pro\n",
+        other,
+    )
+    .await;
+    assert_eq!(report["accepted"], 2, "{report}");
+    assert_eq!(
+        phones_of(&server, &list).await,
+        ["+5511987650011", "+5511987650012"]
+    );
+
+    // Created meanwhile: the plain insert meets it; the upsert merges into it.
+    let list = new_list(&server, "created meanwhile").await;
+    let created = Uuid::now_v7();
+    let other = client.transaction().await.unwrap();
+    other
+        .execute(
+            "INSERT INTO contacts (id, tenant_id, phone, attributes)
+             VALUES ($1, $2, '+5511987650013', '{\"vip\": \"yes\"}')",
+            &[&created, &server.tenant_id],
+        )
+        .await
+        .unwrap();
+    let report = import_racing(
+        &server,
+        &list,
+        "phone,plan\n+5511987650013,pro\n+5511987650014,pro\n",
+        other,
+    )
+    .await;
+    assert_eq!(report["merged"], 1, "{report}");
+    assert_eq!(
+        phones_of(&server, &list).await,
+        ["+5511987650013", "+5511987650014"]
+    );
+    let merged = server
+        .api
+        .get(&format!("/v1/contacts/{created}"))
+        .await
+        .expect(200);
+    assert_eq!(merged["attributes"], json!({"plan": "pro", "vip": "yes"}));
     server.stop().await;
 }
 
