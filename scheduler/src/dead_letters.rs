@@ -8,47 +8,47 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures_util::StreamExt;
 use herald_shared::{
     db::{self, DbError, Pool},
     metrics as m,
-    queue::{Broker, QueueError, Topology},
+    queue::{self, Broker, Settle, Topology},
     task::{SendTask, WebhookTask},
 };
-use lapin::{
-    message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
-    types::{AMQPValue, FieldTable},
-};
+use lapin::{message::Delivery, types::AMQPValue};
 use tokio_util::sync::CancellationToken;
 
 /// Consumes `P.dead` until `shutdown`.
 pub async fn run(pool: Pool, broker: Arc<Broker>, topology: Topology, shutdown: CancellationToken) {
+    let topology = &topology;
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
         let consumed = async {
-            let channel = broker.channel().await?;
-            topology.declare_common(&channel).await?;
-            channel.basic_qos(16, BasicQosOptions::default()).await?;
-            let mut consumer = channel
-                .basic_consume(
-                    topology.dead_letter_queue().into(),
-                    "herald-dead-letters".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
+            let mut dead = broker
+                .subscribe(
+                    &topology.dead_letter_queue(),
+                    "herald-dead-letters",
+                    16,
+                    |channel| async move { topology.declare_common(&channel).await },
                 )
                 .await?;
             backoff = Duration::from_millis(200);
-            loop {
+            let ended = loop {
                 let next = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    next = consumer.next() => next,
+                    _ = shutdown.cancelled() => break Ok(()),
+                    next = dead.next() => next,
                 };
-                let Some(delivery) = next else { break };
-                handle(&pool, delivery?).await;
-            }
-            let _ = channel.close(200, "bye".into()).await;
-            Ok::<_, QueueError>(())
+                match next {
+                    None => break Ok(()),
+                    Some(Err(err)) => break Err(err),
+                    Some(Ok(delivery)) => {
+                        if !handle(&pool, delivery).await {
+                            break Ok(());
+                        }
+                    }
+                }
+            };
+            dead.close().await;
+            ended
         }
         .await;
         if let Err(err) = consumed {
@@ -79,7 +79,8 @@ fn deliveries(delivery: &Delivery) -> Option<i64> {
     }
 }
 
-async fn handle(pool: &Pool, delivery: Delivery) {
+/// Records one dead-lettered job; false when its channel failed meanwhile.
+async fn handle(pool: &Pool, delivery: Delivery) -> bool {
     let times = deliveries(&delivery)
         .map(|n| format!(" after {n} deliveries"))
         .unwrap_or_default();
@@ -110,12 +111,10 @@ async fn handle(pool: &Pool, delivery: Delivery) {
     }
     .await;
     match settled {
-        Ok(()) => {
-            let _ = delivery.ack(BasicAckOptions::default()).await;
-        }
+        Ok(()) => queue::settle(&delivery, Settle::Ack).await,
         Err(err) => {
             tracing::warn!(error = %err, "could not record a dead-lettered job; it stays queued");
-            let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
+            queue::settle(&delivery, Settle::Requeue).await
         }
     }
 }

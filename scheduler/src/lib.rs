@@ -32,17 +32,12 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt;
 use herald_shared::{
     Config,
     clock::{Clock, SystemClock},
     db, metrics as m,
-    queue::{Broker, Publisher, QueueError, Topology},
+    queue::{self, Broker, Publisher, Settle, Topology},
     telemetry::Appendix,
-};
-use lapin::{
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions},
-    types::FieldTable,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -195,33 +190,37 @@ async fn listen_for_events(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    let topology = &topology;
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
         let consumed = async {
-            let channel = broker.channel().await?;
-            topology.declare_common(&channel).await?;
-            channel.basic_qos(32, BasicQosOptions::default()).await?;
-            let mut consumer = channel
-                .basic_consume(
-                    topology.scheduler_queue().into(),
-                    "herald-scheduler".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
+            let mut events = broker
+                .subscribe(
+                    &topology.scheduler_queue(),
+                    "herald-scheduler",
+                    32,
+                    |channel| async move { topology.declare_common(&channel).await },
                 )
                 .await?;
             backoff = Duration::from_millis(200);
-            loop {
+            let ended = loop {
                 let next = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    next = consumer.next() => next,
+                    _ = shutdown.cancelled() => break Ok(()),
+                    next = events.next() => next,
                 };
-                let Some(delivery) = next else { break };
-                let delivery = delivery?;
-                wake.notify_one();
-                delivery.ack(BasicAckOptions::default()).await?;
-            }
-            let _ = channel.close(200, "bye".into()).await;
-            Ok::<_, QueueError>(())
+                match next {
+                    None => break Ok(()),
+                    Some(Err(err)) => break Err(err),
+                    Some(Ok(delivery)) => {
+                        wake.notify_one();
+                        if !queue::settle(&delivery, Settle::Ack).await {
+                            break Ok(());
+                        }
+                    }
+                }
+            };
+            events.close().await;
+            ended
         }
         .await;
         if let Err(err) = consumed {

@@ -18,6 +18,7 @@
 //! | `P.webhooks.retry.<delay>` | quorum queue, message TTL = delay, dead-letters into `P.webhooks` | webhook attempts waiting out their back-off |
 
 use std::{
+    future::Future,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -27,10 +28,13 @@ use std::{
 
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
+    ExchangeKind,
+    message::Delivery,
     options::{
-        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-        QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+        QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
@@ -40,8 +44,14 @@ use uuid::Uuid;
 
 use crate::{config::RabbitConfig, metrics as m};
 
-/// How long closing a connection may wait for the broker's close-ok.
+/// How long closing a connection or a channel may wait for the broker's
+/// close-ok.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long acknowledging a delivery may take. An ack written just as its
+/// connection dies may never complete (seen once in the broker-restart
+/// fault test: a worker's driver waited on it, or on its consumer, for good).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -311,8 +321,14 @@ pub fn json_properties() -> BasicProperties {
 pub struct Broker {
     config: RabbitConfig,
     name: String,
-    connection: Mutex<Option<Arc<Connection>>>,
+    connection: Mutex<Option<Live>>,
     blocked: Arc<AtomicBool>,
+}
+
+/// The open connection, and a token cancelled once it failed.
+struct Live {
+    connection: Arc<Connection>,
+    lost: CancellationToken,
 }
 
 impl Broker {
@@ -331,7 +347,7 @@ impl Broker {
             .lock()
             .await
             .as_ref()
-            .is_some_and(|conn| conn.status().connected())
+            .is_some_and(|live| live.connection.status().connected())
     }
 
     /// Whether the broker has blocked publishing (resource alarm).
@@ -341,11 +357,17 @@ impl Broker {
 
     /// The live connection, connecting if there is none.
     pub async fn connection(&self) -> Result<Arc<Connection>, QueueError> {
+        Ok(self.live().await?.0)
+    }
+
+    /// The live connection and the token cancelled when it fails.
+    async fn live(&self) -> Result<(Arc<Connection>, CancellationToken), QueueError> {
         let mut slot = self.connection.lock().await;
-        if let Some(conn) = slot.as_ref()
-            && conn.status().connected()
-        {
-            return Ok(conn.clone());
+        if let Some(live) = slot.as_ref() {
+            if live.connection.status().connected() {
+                return Ok((live.connection.clone(), live.lost.clone()));
+            }
+            live.lost.cancel();
         }
         let timeout = self.config.connect_timeout();
         let properties = ConnectionProperties::default()
@@ -357,34 +379,98 @@ impl Broker {
         .await
         .map_err(|_| QueueError::Timeout(timeout, "connect"))??;
         let conn = Arc::new(conn);
-        self.watch_events(&conn);
+        let lost = CancellationToken::new();
+        self.watch_events(&conn, lost.clone());
         tracing::info!(name = %self.name, "connected to rabbitmq");
         if !self.blocked.load(Ordering::Relaxed) {
             metrics::gauge!(m::RABBITMQ_BLOCKED).set(0.0);
         }
-        *slot = Some(conn.clone());
-        Ok(conn)
+        *slot = Some(Live {
+            connection: conn.clone(),
+            lost: lost.clone(),
+        });
+        Ok((conn, lost))
     }
 
     /// Forgets the current connection so the next call opens a new one.
     pub async fn reset(&self) {
-        if let Some(conn) = self.connection.lock().await.take() {
+        if let Some(live) = self.connection.lock().await.take() {
+            live.lost.cancel();
             // Bounded: on a connection whose socket is already gone the
             // close-ok never comes.
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, "reset".into())).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, live.connection.close(200, "reset".into()))
+                .await;
         }
     }
 
     pub async fn channel(&self) -> Result<Channel, QueueError> {
-        let conn = self.connection().await?;
-        match conn.create_channel().await {
-            Ok(channel) => Ok(channel),
-            Err(err) => {
+        Ok(self.watched_channel().await?.0)
+    }
+
+    /// A channel, and the token cancelled when its connection fails.
+    async fn watched_channel(&self) -> Result<(Channel, CancellationToken), QueueError> {
+        let (conn, lost) = self.live().await?;
+        let timeout = self.config.connect_timeout();
+        match tokio::time::timeout(timeout, conn.create_channel()).await {
+            Ok(Ok(channel)) => Ok((channel, lost)),
+            failed => {
                 // A connection that cannot open channels is as good as dead.
                 self.reset().await;
-                Err(err.into())
+                Err(match failed {
+                    Ok(Err(err)) => err.into(),
+                    _ => QueueError::Timeout(timeout, "open a channel"),
+                })
             }
         }
+    }
+
+    /// Consumes `queue` on a channel of its own, with at most `prefetch`
+    /// deliveries unacknowledged, after `declare` ran on that channel. Each
+    /// step is bounded by the connect timeout.
+    pub async fn subscribe<F, Fut>(
+        &self,
+        queue: &str,
+        tag: &str,
+        prefetch: u16,
+        declare: F,
+    ) -> Result<Subscription, QueueError>
+    where
+        F: FnOnce(Channel) -> Fut,
+        Fut: Future<Output = Result<(), QueueError>>,
+    {
+        let (channel, lost) = self.watched_channel().await?;
+        let timeout = self.config.connect_timeout();
+        let consumer = tokio::time::timeout(timeout, async {
+            declare(channel.clone()).await?;
+            channel
+                .basic_qos(prefetch, BasicQosOptions::default())
+                .await?;
+            let consumer = channel
+                .basic_consume(
+                    queue.into(),
+                    tag.into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            Ok::<_, QueueError>(consumer)
+        })
+        .await;
+        let consumer = match consumer {
+            Ok(Ok(consumer)) => consumer,
+            failed => {
+                close_channel(&channel, "not subscribed").await;
+                return Err(match failed {
+                    Ok(Err(err)) => err,
+                    _ => QueueError::Timeout(timeout, "subscribe"),
+                });
+            }
+        };
+        Ok(Subscription {
+            channel,
+            consumer,
+            lost,
+        })
     }
 
     /// A channel in confirm mode, for publishing.
@@ -401,10 +487,11 @@ impl Broker {
         self.reset().await;
     }
 
-    fn watch_events(&self, conn: &Connection) {
+    fn watch_events(&self, conn: &Connection, lost: CancellationToken) {
         let mut events = Box::pin(conn.events_listener());
         let blocked = self.blocked.clone();
         let name = self.name.clone();
+        let status = conn.status().clone();
         tokio::spawn(async move {
             while let Some(event) = events.next().await {
                 match event {
@@ -420,11 +507,94 @@ impl Broker {
                     }
                     lapin::Event::Error(err) => {
                         tracing::warn!(%name, error = %err, "rabbitmq connection error");
+                        // A channel's error is reported here too; only the
+                        // connection's own ends its subscriptions.
+                        if !status.connected() {
+                            lost.cancel();
+                        }
                     }
                     _ => {}
                 }
             }
+            lost.cancel();
         });
+    }
+}
+
+/// A consumer on a channel of its own ([`Broker::subscribe`]). It ends when
+/// its connection fails even if the consumer's stream does not say so.
+pub struct Subscription {
+    channel: Channel,
+    consumer: Consumer,
+    lost: CancellationToken,
+}
+
+impl Subscription {
+    /// The next delivery; `None` when the broker cancelled the consumer, an
+    /// error when its channel or connection failed (subscribe again).
+    pub async fn next(&mut self) -> Option<Result<Delivery, QueueError>> {
+        tokio::select! {
+            next = self.consumer.next() => next.map(|delivery| delivery.map_err(QueueError::from)),
+            _ = self.lost.cancelled() => Some(Err(QueueError::Unavailable("connection lost".into()))),
+        }
+    }
+
+    /// Closes the channel (bounded); unacknowledged deliveries go back to
+    /// the queue.
+    pub async fn close(self) {
+        close_channel(&self.channel, "bye").await;
+    }
+}
+
+async fn close_channel(channel: &Channel, why: &str) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, why.into())).await;
+}
+
+/// What to tell the broker about a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    Ack,
+    /// Back to the queue, for another delivery.
+    Requeue,
+    /// Dead-lettered (or dropped, where the queue has no dead-letter exchange).
+    Reject,
+}
+
+/// Acks, requeues or rejects `delivery`, bounded by [`SETTLE_TIMEOUT`].
+/// False when that did not reach the broker: its channel is closed or
+/// failing, and the broker redelivers the job once the channel is gone.
+pub async fn settle(delivery: &Delivery, how: Settle) -> bool {
+    let settled = async {
+        match how {
+            Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
+            Settle::Requeue => {
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await
+            }
+            Settle::Reject => delivery.reject(BasicRejectOptions { requeue: false }).await,
+        }
+    };
+    match tokio::time::timeout(SETTLE_TIMEOUT, settled).await {
+        Ok(Ok(true)) => true,
+        Ok(Ok(false)) => {
+            tracing::warn!(
+                ?how,
+                "delivery not settled: its channel is closed (it will be redelivered)"
+            );
+            false
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(?how, error = %err, "delivery not settled (it will be redelivered)");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(?how, timeout = ?SETTLE_TIMEOUT, "delivery not settled in time (it will be redelivered)");
+            false
+        }
     }
 }
 

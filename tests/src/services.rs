@@ -19,6 +19,34 @@ fn run(program: &str, args: &[&str]) {
     );
 }
 
+/// `rabbitmqctl close_connection` for every connection whose client
+/// properties mention `name` (its connection name); how many were closed.
+pub fn rabbitmq_close_connections(name: &str) -> usize {
+    let out = Command::new("rabbitmqctl")
+        .args([
+            "-q",
+            "list_connections",
+            "--no-table-headers",
+            "pid",
+            "client_properties",
+        ])
+        .output()
+        .expect("rabbitmqctl list_connections");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let pids: Vec<&str> = listing
+        .lines()
+        .filter(|line| line.contains(name))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    for pid in &pids {
+        run(
+            "rabbitmqctl",
+            &["-q", "close_connection", pid, "closed by a test"],
+        );
+    }
+    pids.len()
+}
+
 /// `rabbitmqctl stop_app`: the broker refuses every connection.
 pub fn rabbitmq_stop() {
     run("rabbitmqctl", &["-q", "stop_app"]);

@@ -22,7 +22,6 @@ use std::{
 };
 
 use chrono::Utc;
-use futures_util::StreamExt;
 use herald_shared::{
     db::{
         self, DbError,
@@ -33,15 +32,8 @@ use herald_shared::{
     events::{Event, EventBody, NumberChange},
     metrics as m, outbox,
     policy::verdict::{Refusal, classify, retry_delay},
+    queue::{self, QueueError, Settle, Subscription},
     task::{JobPacing, SendTask},
-};
-use lapin::{
-    Channel, Consumer,
-    message::Delivery,
-    options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-    },
-    types::FieldTable,
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -244,7 +236,9 @@ async fn load_number(
     }
 }
 
-/// What to do with a job once the send protocol is done with it.
+/// What to do with a job once the send protocol is done with it. A failed
+/// ack is only logged: the redelivered job finds nothing left to claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Disposition {
     /// Finished (sent, recorded, or nothing to do): ack.
     Ack,
@@ -266,11 +260,11 @@ impl NumberDriver {
     async fn consume(&mut self) {
         let mut backoff = Duration::from_millis(500);
         while !self.stop.is_cancelled() && self.lease.is_valid() {
-            match self.open_consumer().await {
-                Ok((channel, consumer)) => {
+            match self.subscribe().await {
+                Ok(mut jobs) => {
                     backoff = Duration::from_millis(500);
-                    self.serve(consumer).await;
-                    let _ = channel.close(200, "number released".into()).await;
+                    self.serve(&mut jobs).await;
+                    jobs.close().await;
                 }
                 Err(err) => {
                     tracing::warn!(number_id = %self.number.id, error = %err, "cannot consume send queue");
@@ -284,31 +278,27 @@ impl NumberDriver {
         }
     }
 
-    async fn open_consumer(&self) -> Result<(Channel, Consumer), herald_shared::queue::QueueError> {
-        let channel = self.ctx.broker.channel().await?;
-        self.ctx
-            .topology
-            .declare_send_queue(&channel, self.number.id)
-            .await?;
+    async fn subscribe(&self) -> Result<Subscription, QueueError> {
+        let topology = &self.ctx.topology;
+        let number_id = self.number.id;
         // One unacked job at a time: the pacing wait happens while holding it,
         // and no other job of the number is in this worker's hands meanwhile.
-        channel.basic_qos(1, BasicQosOptions::default()).await?;
-        let consumer = channel
-            .basic_consume(
-                self.ctx.topology.send_queue(self.number.id).into(),
-                format!("{}/{}", self.ctx.id, self.number.id).into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
+        self.ctx
+            .broker
+            .subscribe(
+                &topology.send_queue(number_id),
+                &format!("{}/{}", self.ctx.id, number_id),
+                1,
+                |channel| async move { topology.declare_send_queue(&channel, number_id).await },
             )
-            .await?;
-        Ok((channel, consumer))
+            .await
     }
 
-    async fn serve(&mut self, mut consumer: Consumer) {
+    async fn serve(&mut self, jobs: &mut Subscription) {
         loop {
             let next = tokio::select! {
                 _ = self.stop.cancelled() => return,
-                next = consumer.next() => next,
+                next = jobs.next() => next,
             };
             let delivery = match next {
                 None => return,
@@ -326,16 +316,21 @@ impl NumberDriver {
                 }) if number_id == self.number.id => (message_id, pacing),
                 other => {
                     tracing::error!(number_id = %self.number.id, job = ?other, "unusable job: dead-lettering it");
-                    let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                    if !queue::settle(&delivery, Settle::Reject).await {
+                        return;
+                    }
                     continue;
                 }
             };
-            match self.send(message_id, pacing).await {
-                Disposition::Ack => settle(&delivery, true).await,
-                Disposition::GiveBack => {
-                    settle(&delivery, false).await;
-                    return;
-                }
+            let disposition = self.send(message_id, pacing).await;
+            let how = match disposition {
+                Disposition::Ack => Settle::Ack,
+                Disposition::GiveBack => Settle::Requeue,
+            };
+            // A job the broker did not hear about is redelivered once this
+            // channel is gone: subscribe again rather than wait on it.
+            if !queue::settle(&delivery, how).await || disposition == Disposition::GiveBack {
+                return;
             }
         }
     }
@@ -761,27 +756,5 @@ impl NumberDriver {
         tokio::time::sleep(*backoff).await;
         *backoff = (*backoff * 2).min(Duration::from_secs(2));
         true
-    }
-}
-
-/// Acks a finished job or requeues an unstarted one. A failed ack is only
-/// logged: the redelivered job will find nothing left to claim.
-async fn settle(delivery: &Delivery, done: bool) {
-    let result = if done {
-        delivery.ack(BasicAckOptions::default()).await
-    } else {
-        delivery
-            .nack(BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            })
-            .await
-    };
-    match result {
-        Ok(true) => {}
-        Ok(false) => {
-            tracing::warn!("job not settled: its channel is closed (it will be redelivered)")
-        }
-        Err(err) => tracing::warn!(error = %err, "job not settled (it will be redelivered)"),
     }
 }

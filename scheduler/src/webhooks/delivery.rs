@@ -3,22 +3,17 @@
 
 use std::{sync::Arc, time::Duration};
 
-use futures_util::StreamExt;
 use herald_shared::{
     db::{
         self, DbError, Pool,
         webhooks::{AttemptOutcome, Claimed, Next},
     },
     metrics as m,
-    queue::{Broker, QueueError, Topology},
+    queue::{self, Broker, QueueError, Settle, Topology},
     task::WebhookTask,
     webhooks::{AttemptQueue, decode_secret},
 };
-use lapin::{
-    message::Delivery,
-    options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
-    types::FieldTable,
-};
+use lapin::message::Delivery;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -69,36 +64,36 @@ impl Deliverer {
         running: &mut JoinSet<()>,
         shutdown: &CancellationToken,
     ) -> Result<(), QueueError> {
-        let channel = self.broker.channel().await?;
-        self.topology.declare_common(&channel).await?;
-        self.topology
-            .declare_webhook_queues(&channel, &self.delays)
-            .await?;
-        // At most this many unacknowledged jobs: the attempts in flight.
-        channel
-            .basic_qos(self.concurrency, BasicQosOptions::default())
-            .await?;
-        let mut consumer = channel
-            .basic_consume(
-                self.topology.webhook_queue().into(),
-                "herald-webhooks".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
+        let (topology, delays) = (&self.topology, &self.delays);
+        // At most `concurrency` unacknowledged jobs: the attempts in flight.
+        let mut jobs = self
+            .broker
+            .subscribe(
+                &topology.webhook_queue(),
+                "herald-webhooks",
+                self.concurrency,
+                |channel| async move {
+                    topology.declare_common(&channel).await?;
+                    topology.declare_webhook_queues(&channel, delays).await
+                },
             )
             .await?;
-        loop {
+        let ended = loop {
             let next = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                next = consumer.next() => next,
+                _ = shutdown.cancelled() => break Ok(()),
+                next = jobs.next() => next,
                 Some(_) = running.join_next(), if !running.is_empty() => continue,
             };
-            let Some(delivery) = next else { break };
-            let delivery = delivery?;
+            let delivery = match next {
+                None => break Ok(()),
+                Some(Err(err)) => break Err(err),
+                Some(Ok(delivery)) => delivery,
+            };
             let this = self.clone();
             running.spawn(async move { this.handle(delivery).await });
-        }
-        let _ = channel.close(200, "bye".into()).await;
-        Ok(())
+        };
+        jobs.close().await;
+        ended
     }
 
     async fn handle(&self, delivery: Delivery) {
@@ -106,7 +101,7 @@ impl Deliverer {
             Ok(task) => task,
             Err(err) => {
                 tracing::error!(error = %err, "unreadable webhook job; dead-lettered");
-                let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
+                queue::settle(&delivery, Settle::Reject).await;
                 return;
             }
         };
@@ -116,13 +111,13 @@ impl Deliverer {
         } = task;
         match self.attempt(delivery_id, attempt).await {
             Ok(()) => {
-                let _ = delivery.ack(BasicAckOptions::default()).await;
+                queue::settle(&delivery, Settle::Ack).await;
             }
             Err(err) => {
                 // Not acknowledged: the broker redelivers it (up to the
                 // delivery limit), and the sweep covers the rest.
                 tracing::warn!(delivery_id, attempt, error = %err, "webhook attempt could not be recorded");
-                let _ = delivery.reject(BasicRejectOptions { requeue: true }).await;
+                queue::settle(&delivery, Settle::Requeue).await;
             }
         }
     }
