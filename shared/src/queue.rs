@@ -53,6 +53,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// fault test: a worker's driver waited on it, or on its consumer, for good).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long declaring queues and exchanges may take outside a subscription
+/// (which has its own bound).
+const DECLARE_TIMEOUT: Duration = Duration::from_secs(10);
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("rabbitmq: {0}")]
@@ -258,13 +262,14 @@ impl Topology {
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(LongString::from(self.dead_letter_exchange())),
         );
-        channel
-            .queue_declare(
-                self.send_queue(number_id).into(),
-                QueueDeclareOptions::durable(),
-                args,
-            )
-            .await?;
+        let declare = channel.queue_declare(
+            self.send_queue(number_id).into(),
+            QueueDeclareOptions::durable(),
+            args,
+        );
+        tokio::time::timeout(DECLARE_TIMEOUT, declare)
+            .await
+            .map_err(|_| QueueError::Timeout(DECLARE_TIMEOUT, "declare a send queue"))??;
         Ok(())
     }
 }
@@ -280,9 +285,11 @@ pub async fn declare_when_ready(
     loop {
         let declared = async {
             let channel = broker.channel().await?;
-            topology.declare_common(&channel).await?;
-            let _ = channel.close(200, "declared".into()).await;
-            Ok::<_, QueueError>(())
+            let declared = tokio::time::timeout(DECLARE_TIMEOUT, topology.declare_common(&channel))
+                .await
+                .unwrap_or(Err(QueueError::Timeout(DECLARE_TIMEOUT, "declare")));
+            close_channel(&channel, "declared").await;
+            declared
         }
         .await;
         match declared {
@@ -476,9 +483,13 @@ impl Broker {
     /// A channel in confirm mode, for publishing.
     pub async fn confirm_channel(&self) -> Result<Channel, QueueError> {
         let channel = self.channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let timeout = self.config.connect_timeout();
+        tokio::time::timeout(
+            timeout,
+            channel.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await
+        .map_err(|_| QueueError::Timeout(timeout, "confirm mode"))??;
         Ok(channel)
     }
 
@@ -661,34 +672,39 @@ impl Publisher {
                     .collect();
             }
         };
+        // Writing the messages counts against the same deadline as their
+        // confirms: on a connection that dies mid-write a publish may never
+        // complete either (see `SETTLE_TIMEOUT`).
+        let deadline = tokio::time::Instant::now() + self.confirm_timeout;
         let mut pending = Vec::with_capacity(messages.len());
         for message in messages {
-            let sent = channel
-                .basic_publish(
-                    message.exchange.into(),
-                    message.routing_key.into(),
-                    BasicPublishOptions {
-                        // Return the message rather than drop it when no queue
-                        // matches: a missing queue must be an error, not silence.
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    message.payload,
-                    json_properties(),
-                )
-                .await;
-            pending.push(sent);
+            let publish = channel.basic_publish(
+                message.exchange.into(),
+                message.routing_key.into(),
+                BasicPublishOptions {
+                    // Return the message rather than drop it when no queue
+                    // matches: a missing queue must be an error, not silence.
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                message.payload,
+                json_properties(),
+            );
+            pending.push(tokio::time::timeout_at(deadline, publish).await);
         }
-        let deadline = tokio::time::Instant::now() + self.confirm_timeout;
         let mut results = Vec::with_capacity(messages.len());
         let mut channel_broken = false;
         for sent in pending {
             let result = match sent {
-                Err(err) => {
+                Err(_) => {
+                    channel_broken = true;
+                    Err(QueueError::Timeout(self.confirm_timeout, "publish"))
+                }
+                Ok(Err(err)) => {
                     channel_broken = true;
                     Err(QueueError::Amqp(err))
                 }
-                Ok(confirm) => match tokio::time::timeout_at(deadline, confirm).await {
+                Ok(Ok(confirm)) => match tokio::time::timeout_at(deadline, confirm).await {
                     Err(_) => {
                         channel_broken = true;
                         Err(QueueError::Timeout(
