@@ -33,18 +33,13 @@ pub async fn run(pool: Pool, broker: Arc<Broker>, topology: Topology, shutdown: 
                 .await?;
             backoff = Duration::from_millis(200);
             let ended = loop {
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => break Ok(()),
-                    next = dead.next() => next,
-                };
-                match next {
-                    None => break Ok(()),
-                    Some(Err(err)) => break Err(err),
-                    Some(Ok(delivery)) => {
+                match dead.next_until(&shutdown).await {
+                    Ok(Some(delivery)) => {
                         if !handle(&pool, delivery).await {
                             break Ok(());
                         }
                     }
+                    ended => break ended.map(drop),
                 }
             };
             dead.close().await;

@@ -204,19 +204,14 @@ async fn listen_for_events(
                 .await?;
             backoff = Duration::from_millis(200);
             let ended = loop {
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => break Ok(()),
-                    next = events.next() => next,
-                };
-                match next {
-                    None => break Ok(()),
-                    Some(Err(err)) => break Err(err),
-                    Some(Ok(delivery)) => {
+                match events.next_until(&shutdown).await {
+                    Ok(Some(delivery)) => {
                         wake.notify_one();
                         if !queue::settle(&delivery, Settle::Ack).await {
                             break Ok(());
                         }
                     }
+                    ended => break ended.map(drop),
                 }
             };
             events.close().await;

@@ -550,6 +550,19 @@ impl Subscription {
         }
     }
 
+    /// The next delivery, or `None` once `stop` is cancelled or the broker
+    /// cancelled the consumer; an error when its channel or connection
+    /// failed (subscribe again).
+    pub async fn next_until(
+        &mut self,
+        stop: &CancellationToken,
+    ) -> Result<Option<Delivery>, QueueError> {
+        tokio::select! {
+            _ = stop.cancelled() => Ok(None),
+            next = self.next() => next.transpose(),
+        }
+    }
+
     /// Closes the channel (bounded); unacknowledged deliveries go back to
     /// the queue.
     pub async fn close(self) {

@@ -296,17 +296,13 @@ impl NumberDriver {
 
     async fn serve(&mut self, jobs: &mut Subscription) {
         loop {
-            let next = tokio::select! {
-                _ = self.stop.cancelled() => return,
-                next = jobs.next() => next,
-            };
-            let delivery = match next {
-                None => return,
-                Some(Err(err)) => {
+            let delivery = match jobs.next_until(&self.stop).await {
+                Ok(Some(delivery)) => delivery,
+                Ok(None) => return,
+                Err(err) => {
                     tracing::warn!(number_id = %self.number.id, error = %err, "send queue consumer failed");
                     return;
                 }
-                Some(Ok(delivery)) => delivery,
             };
             let (message_id, pacing) = match serde_json::from_slice::<SendTask>(&delivery.data) {
                 Ok(SendTask::Send {
