@@ -267,9 +267,7 @@ impl Topology {
             QueueDeclareOptions::durable(),
             args,
         );
-        tokio::time::timeout(DECLARE_TIMEOUT, declare)
-            .await
-            .map_err(|_| QueueError::Timeout(DECLARE_TIMEOUT, "declare a send queue"))??;
+        within(DECLARE_TIMEOUT, "declare a send queue", declare).await?;
         Ok(())
     }
 }
@@ -285,9 +283,12 @@ pub async fn declare_when_ready(
     loop {
         let declared = async {
             let channel = broker.channel().await?;
-            let declared = tokio::time::timeout(DECLARE_TIMEOUT, topology.declare_common(&channel))
-                .await
-                .unwrap_or(Err(QueueError::Timeout(DECLARE_TIMEOUT, "declare")));
+            let declared = within(
+                DECLARE_TIMEOUT,
+                "declare",
+                topology.declare_common(&channel),
+            )
+            .await;
             close_channel(&channel, "declared").await;
             declared
         }
@@ -379,12 +380,12 @@ impl Broker {
         let timeout = self.config.connect_timeout();
         let properties = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.name.clone()));
-        let conn = tokio::time::timeout(
+        let conn = within(
             timeout,
+            "connect",
             Connection::connect(self.config.url.expose(), properties),
         )
-        .await
-        .map_err(|_| QueueError::Timeout(timeout, "connect"))??;
+        .await?;
         let conn = Arc::new(conn);
         let lost = CancellationToken::new();
         self.watch_events(&conn, lost.clone());
@@ -418,15 +419,12 @@ impl Broker {
     async fn watched_channel(&self) -> Result<(Channel, CancellationToken), QueueError> {
         let (conn, lost) = self.live().await?;
         let timeout = self.config.connect_timeout();
-        match tokio::time::timeout(timeout, conn.create_channel()).await {
-            Ok(Ok(channel)) => Ok((channel, lost)),
-            failed => {
+        match within(timeout, "open a channel", conn.create_channel()).await {
+            Ok(channel) => Ok((channel, lost)),
+            Err(err) => {
                 // A connection that cannot open channels is as good as dead.
                 self.reset().await;
-                Err(match failed {
-                    Ok(Err(err)) => err.into(),
-                    _ => QueueError::Timeout(timeout, "open a channel"),
-                })
+                Err(err)
             }
         }
     }
@@ -447,7 +445,7 @@ impl Broker {
     {
         let (channel, lost) = self.watched_channel().await?;
         let timeout = self.config.connect_timeout();
-        let consumer = tokio::time::timeout(timeout, async {
+        let consumer = within(timeout, "subscribe", async {
             declare(channel.clone()).await?;
             channel
                 .basic_qos(prefetch, BasicQosOptions::default())
@@ -464,13 +462,10 @@ impl Broker {
         })
         .await;
         let consumer = match consumer {
-            Ok(Ok(consumer)) => consumer,
-            failed => {
+            Ok(consumer) => consumer,
+            Err(err) => {
                 close_channel(&channel, "not subscribed").await;
-                return Err(match failed {
-                    Ok(Err(err)) => err,
-                    _ => QueueError::Timeout(timeout, "subscribe"),
-                });
+                return Err(err);
             }
         };
         Ok(Subscription {
@@ -484,12 +479,12 @@ impl Broker {
     pub async fn confirm_channel(&self) -> Result<Channel, QueueError> {
         let channel = self.channel().await?;
         let timeout = self.config.connect_timeout();
-        tokio::time::timeout(
+        within(
             timeout,
+            "confirm mode",
             channel.confirm_select(ConfirmSelectOptions::default()),
         )
-        .await
-        .map_err(|_| QueueError::Timeout(timeout, "confirm mode"))??;
+        .await?;
         Ok(channel)
     }
 
@@ -567,6 +562,18 @@ impl Subscription {
     /// the queue.
     pub async fn close(self) {
         close_channel(&self.channel, "bye").await;
+    }
+}
+
+/// `step`, failing with [`QueueError::Timeout`] once `limit` has passed.
+async fn within<T, E: Into<QueueError>>(
+    limit: Duration,
+    what: &'static str,
+    step: impl Future<Output = Result<T, E>>,
+) -> Result<T, QueueError> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(QueueError::Timeout(limit, what)),
     }
 }
 
