@@ -1,19 +1,22 @@
 //! The correctness rules, at the level of the statements that enforce them,
 //! on a real Postgres: fencing, takeover, forward-only receipts (and the
-//! worker's writer of verdicts and receipts), concurrent scheduling.
+//! worker's writers of claims, verdicts and receipts), concurrent scheduling.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use herald_shared::db::{
-    messages::{self, Pick, ReceiptKind, Requeue},
+    messages::{self, Claim, Pick, ReceiptKind, Requeue},
     number_leases, sender_usage,
 };
 use herald_tests::{
     TestDb,
     fixtures::{Fixture, state_of},
 };
-use herald_worker::outcomes::{Outcome, OutcomeWriter, Outcomes, Receipt, Sent};
+use herald_worker::{
+    claims::{ClaimWriter, Claims},
+    outcomes::{Outcome, OutcomeWriter, Outcomes, Receipt, Sent},
+};
 use uuid::Uuid;
 
 const TTL: Duration = Duration::from_secs(30);
@@ -431,6 +434,111 @@ async fn the_receipt_writer_applies_every_numbers_receipts_delivered_first() {
         topics,
         ["message.sent", "message.delivered", "message.read"]
     );
+}
+
+/// The worker's claim writer: the claims of several numbers in one
+/// statement, each answered with its own message or with nothing, as the
+/// claim alone would have answered it; only the numbers that claimed
+/// something are stamped.
+#[tokio::test]
+async fn the_claim_writer_answers_every_claim_with_its_own_message() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let numbers = [
+        fx.number(&db, 1, 100).await,
+        fx.number(&db, 2, 100).await,
+        fx.number(&db, 3, 100).await,
+    ];
+    let campaign = fx.campaign(&db, &numbers, 18).await;
+    let client = db.pool.get().await.unwrap();
+    let mut claims = Vec::new();
+    for number in numbers {
+        let epoch = lease(&client, number).await;
+        for _ in 0..6 {
+            claims.push(Claim {
+                message_id: scheduled_message(&db, number, campaign).await,
+                number_id: number,
+                owner: "w1".into(),
+                epoch,
+            });
+        }
+    }
+    // The third number's claims under a dead epoch: none of them may claim.
+    for claim in claims.iter_mut().filter(|c| c.number_id == numbers[2]) {
+        claim.epoch += 1;
+    }
+    // A message listed twice is claimed once.
+    claims.push(claims[0].clone());
+    // Another number's message: not claimed.
+    claims.push(Claim {
+        number_id: numbers[1],
+        ..claims[1].clone()
+    });
+
+    let writer = ClaimWriter::spawn(db.pool.clone(), Claims);
+    let answers = futures_util::future::join_all(
+        claims.iter().map(|claim| writer.write(vec![claim.clone()])),
+    )
+    .await;
+    let mut claimed = Vec::new();
+    for answer in answers {
+        let answer = answer.unwrap();
+        assert_eq!(answer.len(), 1);
+        claimed.push(answer.into_iter().next().unwrap().map(|c| c.wa_message_id));
+    }
+    let wa_ids: Vec<Option<String>> = {
+        let mut ids = Vec::new();
+        for claim in &claims {
+            let row = client
+                .query_one(
+                    "SELECT wa_message_id FROM messages WHERE id = $1",
+                    &[&claim.message_id],
+                )
+                .await
+                .unwrap();
+            ids.push(Some(row.get(0)));
+        }
+        ids
+    };
+    // The first two numbers' twelve claims, each with its own message (the
+    // first one's listed twice: see below).
+    assert_eq!(claimed[1..12], wa_ids[1..12]);
+    assert!(claimed[12..18].iter().all(Option::is_none), "dead epoch");
+    let twice = [&claimed[0], &claimed[18]];
+    assert_eq!(
+        twice.iter().filter(|c| **c == &wa_ids[0]).count(),
+        1,
+        "a message listed twice is claimed for one listing: {twice:?}"
+    );
+    assert!(twice.iter().any(|c| c.is_none()), "{twice:?}");
+    assert_eq!(claimed[19], None, "not the number's message");
+    let mut states = Vec::new();
+    for claim in &claims[..18] {
+        states.push(state_of(&db, claim.message_id).await);
+    }
+    assert!(states[..12].iter().all(|s| s == "sending"), "{states:?}");
+    assert!(states[12..].iter().all(|s| s == "scheduled"), "{states:?}");
+    let attempts: i32 = client
+        .query_one(
+            "SELECT attempts FROM messages WHERE id = $1",
+            &[&claims[0].message_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 1, "claimed once");
+    let stamped: Vec<bool> = client
+        .query(
+            "SELECT last_send_at IS NOT NULL FROM sender_numbers
+              WHERE id = ANY($1) ORDER BY array_position($1, id)",
+            &[&numbers.as_slice()],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(stamped, [true, true, false]);
 }
 
 /// The worker's sent-verdict writer: numbers' verdicts committed together,

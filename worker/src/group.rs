@@ -1,8 +1,9 @@
 //! Group commit: rows that many numbers' tasks hand over, written by one task
 //! in one transaction.
 //!
-//! Each caller hands its rows over and waits for the commit. One task writes:
-//! whatever arrived while the last transaction committed goes into the next.
+//! Each caller hands its rows over and waits for the commit, and for one
+//! answer per row. One task writes: whatever arrived while the last
+//! transaction committed goes into the next.
 //! A message change per transaction is what Postgres spends most on when
 //! campaigns send fast (docs/BENCHMARKS.md, pipeline), and one number alone
 //! has at most a row or two waiting at a time: batching across the numbers
@@ -21,13 +22,16 @@ const MAX_ROWS: usize = 2048;
 /// One kind of row and how a batch of them is written.
 pub trait Batch: Send + Sync + 'static {
     type Row: Send + 'static;
+    /// What the write says of one row.
+    type Answer: Send + 'static;
 
-    /// Writes every row, in one transaction.
+    /// Writes every row, in one transaction; one answer per row, in the
+    /// rows' order.
     fn write(
         &self,
         pool: &Pool,
         rows: &[Self::Row],
-    ) -> impl Future<Output = Result<(), DbError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Self::Answer>, DbError>> + Send;
 }
 
 /// Why rows were not written (the caller retries).
@@ -37,18 +41,20 @@ pub enum WriteError {
     Db(Arc<DbError>),
     #[error("the writer has stopped")]
     Stopped,
+    #[error("the batch answered for the wrong number of rows")]
+    Answers,
 }
 
-struct Request<R> {
+struct Request<R, A> {
     rows: Vec<R>,
-    done: oneshot::Sender<Result<(), WriteError>>,
+    done: oneshot::Sender<Result<Vec<A>, WriteError>>,
 }
 
 /// Handle to a writer task.
 pub struct Writer<B: Batch> {
     /// Unbounded, yet bounded in practice: each caller waits for its answer,
     /// so there is at most one request per driven number and kind.
-    requests: mpsc::UnboundedSender<Request<B::Row>>,
+    requests: mpsc::UnboundedSender<Request<B::Row, B::Answer>>,
 }
 
 impl<B: Batch> Writer<B> {
@@ -59,10 +65,11 @@ impl<B: Batch> Writer<B> {
         Self { requests }
     }
 
-    /// Writes the rows; returns once they are committed.
-    pub async fn write(&self, rows: Vec<B::Row>) -> Result<(), WriteError> {
+    /// Writes the rows; returns once they are committed, with their answers
+    /// in the rows' order.
+    pub async fn write(&self, rows: Vec<B::Row>) -> Result<Vec<B::Answer>, WriteError> {
         if rows.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let (done, answer) = oneshot::channel();
         self.requests
@@ -75,26 +82,46 @@ impl<B: Batch> Writer<B> {
 async fn run<B: Batch>(
     pool: Pool,
     batch: B,
-    mut incoming: mpsc::UnboundedReceiver<Request<B::Row>>,
+    mut incoming: mpsc::UnboundedReceiver<Request<B::Row, B::Answer>>,
 ) {
     while let Some(first) = incoming.recv().await {
+        let mut waiting = vec![(first.rows.len(), first.done)];
         let mut rows = first.rows;
-        let mut waiting = vec![first.done];
         while rows.len() < MAX_ROWS {
             match incoming.try_recv() {
                 Ok(request) => {
+                    waiting.push((request.rows.len(), request.done));
                     rows.extend(request.rows);
-                    waiting.push(request.done);
                 }
                 Err(_) => break,
             }
         }
-        let result = batch.write(&pool, &rows).await.map_err(|err| {
-            tracing::warn!(error = %err, rows = rows.len(), "could not write a batch");
-            WriteError::Db(Arc::new(err))
-        });
-        for done in waiting {
-            let _ = done.send(result.clone());
+        let written = batch.write(&pool, &rows).await;
+        match written {
+            Ok(answers) if answers.len() == rows.len() => {
+                let mut answers = answers.into_iter();
+                for (count, done) in waiting {
+                    let _ = done.send(Ok(answers.by_ref().take(count).collect()));
+                }
+            }
+            Ok(answers) => {
+                // A bug in the batch: nobody may take a wrong row's answer.
+                tracing::error!(
+                    rows = rows.len(),
+                    answers = answers.len(),
+                    "a batch answered for the wrong number of rows"
+                );
+                for (_, done) in waiting {
+                    let _ = done.send(Err(WriteError::Answers));
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, rows = rows.len(), "could not write a batch");
+                let err = WriteError::Db(Arc::new(err));
+                for (_, done) in waiting {
+                    let _ = done.send(Err(err.clone()));
+                }
+            }
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`number`]: one number's send loop and the send protocol.
 //! - [`events`]: receipts and connection changes into Postgres.
 //! - [`group`]: group commit, rows of many numbers in one transaction.
+//! - [`claims`]: claims of all numbers, written together.
 //! - [`outcomes`]: "sent" verdicts and receipts of all numbers, written together.
 //! - [`inbound`]: received messages and opt-outs.
 //! - [`keystore`]: session state at rest (master key, data keys, sealing).
@@ -20,6 +21,7 @@
 //! - [`session`]: the trait over WhatsApp and its implementations.
 //! - [`failpoint`]: crash points for fault-injection tests.
 
+pub mod claims;
 pub mod events;
 pub mod failpoint;
 pub mod group;
@@ -47,6 +49,7 @@ use herald_shared::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    claims::{ClaimWriter, Claims},
     outcomes::{OutcomeWriter, Outcomes},
     pacing::Pacing,
     session::Connectors,
@@ -73,6 +76,7 @@ pub struct Context {
     pub inbound: herald_shared::config::InboundConfig,
     pub connectors: Connectors,
     pub outcomes: OutcomeWriter,
+    pub claims: ClaimWriter,
 }
 
 /// A worker identity unique across hosts and restarts: host, process id and a
@@ -101,6 +105,7 @@ pub async fn run(
     queue::declare_when_ready(&broker, &topology, &shutdown).await;
     tracing::info!(worker = %id, kinds = ?connectors.kinds(), "worker started");
     let outcomes = OutcomeWriter::spawn(pool.clone(), Outcomes);
+    let claims = ClaimWriter::spawn(pool.clone(), Claims);
     let ctx = Arc::new(Context {
         id,
         pool,
@@ -119,6 +124,7 @@ pub async fn run(
         inbound: config.inbound.clone(),
         connectors,
         outcomes,
+        claims,
     });
     owner::Keeper::new(ctx).run(shutdown).await;
     broker.close().await;

@@ -40,6 +40,7 @@ use uuid::Uuid;
 
 use crate::{
     Context, events, failpoint,
+    group::WriteError,
     lease::Lease,
     lookups,
     outcomes::{Outcome, Sent},
@@ -421,18 +422,19 @@ impl NumberDriver {
             return Disposition::GiveBack;
         }
 
-        // 3. Claim. Retrying is safe: a claim whose reply was lost is claimed
-        // again (same epoch), and nothing has been sent yet.
-        let pool = self.ctx.pool.clone();
-        let owner = self.ctx.id.clone();
+        // 3. Claim, together with other numbers' (crate::claims). Retrying is
+        // safe: a claim whose reply was lost is claimed again (same epoch), and
+        // nothing has been sent yet.
+        let claim = messages::Claim {
+            message_id,
+            number_id,
+            owner: self.ctx.id.clone(),
+            epoch,
+        };
         let claimed = self
-            .until_stopped(|| {
-                let pool = pool.clone();
-                let owner = owner.clone();
-                async move {
-                    let client = pool.get().await?;
-                    messages::claim(&client, message_id, number_id, &owner, epoch).await
-                }
+            .until_stopped(|| async {
+                let answers = self.ctx.claims.write(vec![claim.clone()]).await?;
+                Ok::<_, WriteError>(answers.into_iter().next().flatten())
             })
             .await;
         let claimed = match claimed {
@@ -539,7 +541,7 @@ impl NumberDriver {
                         .write(vec![Outcome::Sent(sent.clone())])
                         .await
                     {
-                        Ok(()) => return Some(MessageState::Sent),
+                        Ok(_) => return Some(MessageState::Sent),
                         Err(err) => self.could_not_record("record sent", &err),
                     }
                     if !self.retry_recording("record sent", &mut backoff).await {
@@ -685,10 +687,11 @@ impl NumberDriver {
 
     /// Runs a read or claim until it succeeds; `None` if stopped or the lease
     /// ran out first (nothing has been sent at this point, so giving up is safe).
-    async fn until_stopped<T, F, Fut>(&self, mut attempt: F) -> Option<T>
+    async fn until_stopped<T, E, F, Fut>(&self, mut attempt: F) -> Option<T>
     where
+        E: std::fmt::Display,
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, DbError>>,
+        Fut: Future<Output = Result<T, E>>,
     {
         let mut backoff = Duration::from_millis(100);
         loop {

@@ -61,8 +61,9 @@ pub struct Outcomes;
 
 impl Batch for Outcomes {
     type Row = Outcome;
+    type Answer = ();
 
-    async fn write(&self, pool: &Pool, rows: &[Outcome]) -> Result<(), DbError> {
+    async fn write(&self, pool: &Pool, rows: &[Outcome]) -> Result<Vec<()>, DbError> {
         let mut sent = SentColumns::default();
         let mut delivered = ReceiptColumns::default();
         let mut read = ReceiptColumns::default();
@@ -107,7 +108,7 @@ impl Batch for Outcomes {
         tx.commit().await?;
         metrics::counter!(m::MESSAGES, "state" => "delivered").increment(changed[0]);
         metrics::counter!(m::MESSAGES, "state" => "read").increment(changed[1]);
-        Ok(())
+        Ok(vec![(); rows.len()])
     }
 }
 

@@ -427,42 +427,90 @@ pub async fn claim(
     owner: &str,
     epoch: i64,
 ) -> Result<Option<Claimed>, DbError> {
+    let claim = Claim {
+        message_id,
+        number_id,
+        owner: owner.to_string(),
+        epoch,
+    };
+    Ok(claim_many(client, std::slice::from_ref(&claim))
+        .await?
+        .pop()
+        .flatten())
+}
+
+/// One claim of [`claim_many`]: who claims which message, under which lease.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub message_id: i64,
+    pub number_id: Uuid,
+    pub owner: String,
+    pub epoch: i64,
+}
+
+/// [`claim`] for several messages (several numbers') in one statement: one
+/// answer per claim, in their order, each exactly what [`claim`] would have
+/// answered. A message listed twice is claimed for one of the two listings,
+/// never both.
+pub async fn claim_many(
+    client: &impl GenericClient,
+    claims: &[Claim],
+) -> Result<Vec<Option<Claimed>>, DbError> {
+    let mut message_ids = Vec::with_capacity(claims.len());
+    let mut number_ids = Vec::with_capacity(claims.len());
+    let mut owners = Vec::with_capacity(claims.len());
+    let mut epochs = Vec::with_capacity(claims.len());
+    for claim in claims {
+        message_ids.push(claim.message_id);
+        number_ids.push(claim.number_id);
+        owners.push(claim.owner.as_str());
+        epochs.push(claim.epoch);
+    }
     let stmt = client
         .prepare_cached(
             "WITH claimed AS (
                  UPDATE messages m
                     SET state = 'sending', sending_at = now(), attempts = attempts + 1,
-                        claim_epoch = $4
-                  WHERE m.id = $1 AND m.sender_number_id = $2
-                    AND (m.state = 'scheduled' OR (m.state = 'sending' AND m.claim_epoch = $4))
+                        claim_epoch = v.epoch
+                   FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::bigint[])
+                        WITH ORDINALITY AS v(id, number_id, owner, epoch, i)
+                  WHERE m.id = v.id AND m.sender_number_id = v.number_id
+                    AND (m.state = 'scheduled' OR (m.state = 'sending' AND m.claim_epoch = v.epoch))
                     AND EXISTS (SELECT 1 FROM number_leases l
-                                 WHERE l.number_id = $2 AND l.owner = $3 AND l.epoch = $4
-                                   AND l.expires_at > now())
+                                 WHERE l.number_id = v.number_id AND l.owner = v.owner
+                                   AND l.epoch = v.epoch AND l.expires_at > now())
                     AND (m.campaign_id IS NULL
                          OR EXISTS (SELECT 1 FROM campaigns c
                                      WHERE c.id = m.campaign_id AND c.status = 'running'))
                     AND (m.confirms_opt_out
                          OR NOT EXISTS (SELECT 1 FROM suppressions s
                                          WHERE s.tenant_id = m.tenant_id AND s.phone = m.recipient))
-                 RETURNING m.campaign_id, m.recipient, m.body, m.wa_message_id, m.attempts, m.media
+                 RETURNING v.i, m.sender_number_id, m.campaign_id, m.recipient, m.body,
+                           m.wa_message_id, m.attempts, m.media
              ), stamped AS (
                  UPDATE sender_numbers SET last_send_at = now()
-                  WHERE id = $2 AND EXISTS (SELECT 1 FROM claimed)
+                  WHERE id IN (SELECT sender_number_id FROM claimed)
              )
-             SELECT campaign_id, recipient, body, wa_message_id, attempts, media FROM claimed",
+             SELECT i, campaign_id, recipient, body, wa_message_id, attempts, media FROM claimed",
         )
         .await?;
-    Ok(client
-        .query_opt(&stmt, &[&message_id, &number_id, &owner, &epoch])
-        .await?
-        .map(|row| Claimed {
-            campaign_id: row.get(0),
-            recipient: PhoneNumber::from_trusted(row.get(1)),
-            body: row.get(2),
-            wa_message_id: row.get(3),
-            attempts: row.get(4),
-            media: row.get(5),
-        }))
+    let rows = client
+        .query(&stmt, &[&message_ids, &number_ids, &owners, &epochs])
+        .await?;
+    let mut answers = vec![None; claims.len()];
+    for row in rows {
+        // `WITH ORDINALITY` counts from 1.
+        let i = usize::try_from(row.get::<_, i64>(0) - 1).expect("ordinality starts at 1");
+        answers[i] = Some(Claimed {
+            campaign_id: row.get(1),
+            recipient: PhoneNumber::from_trusted(row.get(2)),
+            body: row.get(3),
+            wa_message_id: row.get(4),
+            attempts: row.get(5),
+            media: row.get(6),
+        });
+    }
+    Ok(answers)
 }
 
 /// The server accepted these messages (the same index in each slice: id,
