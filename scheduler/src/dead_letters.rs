@@ -6,7 +6,7 @@
 //! recorded as such and its delivery failed. Either way the queue the job
 //! came from keeps flowing.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use herald_shared::{
     db::{self, DbError, Pool},
@@ -19,42 +19,17 @@ use tokio_util::sync::CancellationToken;
 
 /// Consumes `P.dead` until `shutdown`.
 pub async fn run(pool: Pool, broker: Arc<Broker>, topology: Topology, shutdown: CancellationToken) {
-    let topology = &topology;
-    let mut backoff = Duration::from_millis(200);
-    while !shutdown.is_cancelled() {
-        let consumed = async {
-            let mut dead = broker
-                .subscribe(
-                    &topology.dead_letter_queue(),
-                    "herald-dead-letters",
-                    16,
-                    |channel| async move { topology.declare_common(&channel).await },
-                )
-                .await?;
-            backoff = Duration::from_millis(200);
-            let ended = loop {
-                match dead.next_until(&shutdown).await {
-                    Ok(Some(delivery)) => {
-                        if !handle(&pool, delivery).await {
-                            break Ok(());
-                        }
-                    }
-                    ended => break ended.map(drop),
-                }
-            };
-            dead.close().await;
-            ended
-        }
-        .await;
-        if let Err(err) = consumed {
-            tracing::warn!(error = %err, "dead-letter consumer; reconnecting");
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
+    let name = topology.dead_letter_queue();
+    crate::consume(
+        &broker,
+        &topology,
+        &name,
+        "herald-dead-letters",
+        16,
+        &shutdown,
+        |delivery| handle(&pool, delivery),
+    )
+    .await;
 }
 
 /// How many times the broker delivered the job before giving up (from its

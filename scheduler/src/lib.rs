@@ -39,6 +39,7 @@ use herald_shared::{
     queue::{self, Broker, Publisher, Settle, Topology},
     telemetry::Appendix,
 };
+use lapin::message::Delivery;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -190,36 +191,64 @@ async fn listen_for_events(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let topology = &topology;
+    let name = topology.scheduler_queue();
+    consume(
+        &broker,
+        &topology,
+        &name,
+        "herald-scheduler",
+        32,
+        &shutdown,
+        |delivery| {
+            wake.notify_one();
+            async move { queue::settle(&delivery, Settle::Ack).await }
+        },
+    )
+    .await;
+}
+
+/// Consumes `queue` (declared with the common topology) until `shutdown`,
+/// at most `prefetch` deliveries unacknowledged, handing each to `handle`,
+/// which says false when the delivery's channel failed. Whenever the
+/// subscription ends otherwise, subscribes again, backing off from 200 ms
+/// to 5 s while it keeps failing.
+pub(crate) async fn consume<F, Fut>(
+    broker: &Broker,
+    topology: &Topology,
+    queue: &str,
+    tag: &str,
+    prefetch: u16,
+    shutdown: &CancellationToken,
+    mut handle: F,
+) where
+    F: FnMut(Delivery) -> Fut,
+    Fut: Future<Output = bool>,
+{
     let mut backoff = Duration::from_millis(200);
     while !shutdown.is_cancelled() {
         let consumed = async {
-            let mut events = broker
-                .subscribe(
-                    &topology.scheduler_queue(),
-                    "herald-scheduler",
-                    32,
-                    |channel| async move { topology.declare_common(&channel).await },
-                )
+            let mut deliveries = broker
+                .subscribe(queue, tag, prefetch, |channel| async move {
+                    topology.declare_common(&channel).await
+                })
                 .await?;
             backoff = Duration::from_millis(200);
             let ended = loop {
-                match events.next_until(&shutdown).await {
+                match deliveries.next_until(shutdown).await {
                     Ok(Some(delivery)) => {
-                        wake.notify_one();
-                        if !queue::settle(&delivery, Settle::Ack).await {
+                        if !handle(delivery).await {
                             break Ok(());
                         }
                     }
                     ended => break ended.map(drop),
                 }
             };
-            events.close().await;
+            deliveries.close().await;
             ended
         }
         .await;
         if let Err(err) = consumed {
-            tracing::warn!(error = %err, "campaign event listener; reconnecting");
+            tracing::warn!(error = %err, queue, "consumer ended; subscribing again");
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
