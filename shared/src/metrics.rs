@@ -26,6 +26,12 @@ pub const SCHEDULER_TICK: &str = "herald_scheduler_tick_seconds";
 /// Counter: send jobs published by the scheduler, label `reason` (`new`,
 /// `republish`).
 pub const JOBS_PUBLISHED: &str = "herald_send_jobs_published_total";
+/// Counter: transactions of a worker's group commit, label `kind`
+/// (`claims`, `outcomes`).
+pub const GROUP_COMMITS: &str = "herald_group_commits_total";
+/// Counter: rows those transactions wrote, label `kind`; divided by
+/// [`GROUP_COMMITS`], the rows per transaction.
+pub const GROUP_COMMIT_ROWS: &str = "herald_group_commit_rows_total";
 /// Gauge: numbers this worker holds a lease on.
 pub const NUMBERS_OWNED: &str = "herald_worker_numbers_owned";
 /// Counter: leases gained and lost by this worker, label `change`

@@ -193,12 +193,15 @@ async fn prometheus_scrapes_a_campaign_and_evaluates_the_alert_rules() {
         .map(|s| counts[s].as_f64().unwrap_or(0.0))
         .sum();
     assert!(acked >= 30.0, "{counts}");
-    for (histogram, at_least) in [
+    for (series, at_least) in [
+        // Every claim went through the claims' group commit.
+        ("herald_group_commit_rows_total{kind=\"claims\"}", 40.0),
+        ("herald_group_commits_total{kind=\"claims\"}", 1.0),
         ("herald_send_duration_seconds_count", 40.0),
         ("herald_server_ack_duration_seconds_count", acked),
     ] {
         prometheus
-            .wait_for(&format!("sum({histogram})"), Duration::from_secs(30), |r| {
+            .wait_for(&format!("sum({series})"), Duration::from_secs(30), |r| {
                 r.first().is_some_and(|(_, v)| *v >= at_least)
             })
             .await;

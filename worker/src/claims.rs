@@ -27,6 +27,7 @@ pub type ClaimWriter = Writer<Claims>;
 pub struct Claims;
 
 impl Batch for Claims {
+    const KIND: &'static str = "claims";
     type Row = Claim;
     type Answer = Option<Claimed>;
 

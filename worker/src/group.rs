@@ -13,7 +13,10 @@
 
 use std::{future::Future, sync::Arc};
 
-use herald_shared::db::{DbError, Pool};
+use herald_shared::{
+    db::{DbError, Pool},
+    metrics as m,
+};
 use tokio::sync::{mpsc, oneshot};
 
 /// Rows written per transaction at most.
@@ -21,6 +24,8 @@ const MAX_ROWS: usize = 2048;
 
 /// One kind of row and how a batch of them is written.
 pub trait Batch: Send + Sync + 'static {
+    /// The `kind` label of the writer's metrics.
+    const KIND: &'static str;
     type Row: Send + 'static;
     /// What the write says of one row.
     type Answer: Send + 'static;
@@ -99,6 +104,9 @@ async fn run<B: Batch>(
         let written = batch.write(&pool, &rows).await;
         match written {
             Ok(answers) if answers.len() == rows.len() => {
+                metrics::counter!(m::GROUP_COMMITS, "kind" => B::KIND).increment(1);
+                metrics::counter!(m::GROUP_COMMIT_ROWS, "kind" => B::KIND)
+                    .increment(rows.len() as u64);
                 let mut answers = answers.into_iter();
                 for (count, done) in waiting {
                     let _ = done.send(Ok(answers.by_ref().take(count).collect()));

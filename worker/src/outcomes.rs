@@ -60,6 +60,7 @@ pub type OutcomeWriter = Writer<Outcomes>;
 pub struct Outcomes;
 
 impl Batch for Outcomes {
+    const KIND: &'static str = "outcomes";
     type Row = Outcome;
     type Answer = ();
 
