@@ -82,6 +82,14 @@ impl<B: Batch> Writer<B> {
             .map_err(|_| WriteError::Stopped)?;
         answer.await.unwrap_or(Err(WriteError::Stopped))
     }
+
+    /// Writes one row; returns once it is committed, with its answer.
+    pub async fn write_one(&self, row: B::Row) -> Result<B::Answer, WriteError> {
+        self.write(vec![row])
+            .await?
+            .pop()
+            .ok_or(WriteError::Answers)
+    }
 }
 
 async fn run<B: Batch>(

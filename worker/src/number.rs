@@ -40,7 +40,6 @@ use uuid::Uuid;
 
 use crate::{
     Context, events, failpoint,
-    group::WriteError,
     lease::Lease,
     lookups,
     outcomes::{Outcome, Sent},
@@ -432,10 +431,7 @@ impl NumberDriver {
             epoch,
         };
         let claimed = self
-            .until_stopped(|| async {
-                let answers = self.ctx.claims.write(vec![claim.clone()]).await?;
-                Ok::<_, WriteError>(answers.into_iter().next().flatten())
-            })
+            .until_stopped(|| self.ctx.claims.write_one(claim.clone()))
             .await;
         let claimed = match claimed {
             None => return Disposition::GiveBack,
@@ -538,10 +534,10 @@ impl NumberDriver {
                     match self
                         .ctx
                         .outcomes
-                        .write(vec![Outcome::Sent(sent.clone())])
+                        .write_one(Outcome::Sent(sent.clone()))
                         .await
                     {
-                        Ok(_) => return Some(MessageState::Sent),
+                        Ok(()) => return Some(MessageState::Sent),
                         Err(err) => self.could_not_record("record sent", &err),
                     }
                     if !self.retry_recording("record sent", &mut backoff).await {
