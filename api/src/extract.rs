@@ -2,6 +2,8 @@
 //! strings, the tenant behind an API key, resource ids in paths, and
 //! pagination.
 
+use std::time::Instant;
+
 use axum::{
     Json,
     extract::{
@@ -103,12 +105,20 @@ impl FromRequestParts<AppState> for Tenant {
         if let Some(tenant) = parts.extensions.get::<Tenant>() {
             return Ok(*tenant);
         }
-        let key = bearer_key(parts)?;
-        let client = state.service_pool.get().await.map_err(DbError::from)?;
-        let tenant = db::api_keys::tenant_for(&client, key)
-            .await?
-            .map(Tenant)
-            .ok_or_else(|| ApiError::Unauthorized("this API key is not valid".into()))?;
+        let key_hash = db::api_keys::hash(bearer_key(parts)?);
+        let tenant = match state.keys.tenant(&key_hash) {
+            Some(tenant) => tenant,
+            None => {
+                let checked_at = Instant::now();
+                let client = state.service_pool.get().await.map_err(DbError::from)?;
+                let tenant = db::api_keys::tenant_for(&client, &key_hash)
+                    .await?
+                    .ok_or_else(|| ApiError::Unauthorized("this API key is not valid".into()))?;
+                state.keys.keep(key_hash, tenant, checked_at);
+                tenant
+            }
+        };
+        let tenant = Tenant(tenant);
         parts.extensions.insert(tenant);
         Ok(tenant)
     }

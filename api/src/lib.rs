@@ -18,6 +18,7 @@ pub mod console;
 pub mod counts;
 pub mod error;
 pub mod extract;
+pub mod keys;
 pub mod middleware;
 pub mod openapi;
 pub mod plan;

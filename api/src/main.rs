@@ -1,5 +1,6 @@
 //! `herald-api`: serves the HTTP API (the default), and the operator
-//! subcommands: `migrate`, `tenants create`, `keys create`, `config`.
+//! subcommands: `migrate`, `tenants create|limits`, `keys create|list|revoke`,
+//! `config`.
 
 use std::path::PathBuf;
 
@@ -78,6 +79,23 @@ enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List a tenant's API keys (their names and first characters, never the
+    /// keys), revoked ones included.
+    List {
+        #[arg(long)]
+        tenant: Uuid,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an API key by its id (from `keys list`). Running API processes
+    /// refuse it within `api.key_cache_ms`.
+    Revoke {
+        key: Uuid,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[tokio::main]
@@ -127,15 +145,39 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys {
             command: KeyCommand::Create { tenant, name, json },
         } => {
-            let key = herald_api::admin::create_key(&pool()?, tenant, &name).await?;
+            let created = herald_api::admin::create_key(&pool()?, tenant, &name).await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "tenant_id": tenant, "api_key": key })
-                );
+                println!("{}", serde_json::to_string(&created)?);
             } else {
-                println!("api key  {key}");
+                println!("key id   {}", created.key_id);
+                println!("api key  {}", created.api_key);
                 println!("(the key is shown only this once: store it now)");
+            }
+        }
+        Command::Keys {
+            command: KeyCommand::List { tenant, json },
+        } => {
+            let keys = herald_api::admin::list_keys(&pool()?, tenant).await?;
+            if json {
+                println!("{}", serde_json::to_string(&keys)?);
+            } else {
+                for key in &keys {
+                    println!("{}", describe_key(key));
+                }
+            }
+        }
+        Command::Keys {
+            command: KeyCommand::Revoke { key, json },
+        } => {
+            let revoked = herald_api::admin::revoke_key(&pool()?, key).await?;
+            if json {
+                println!("{}", serde_json::to_string(&revoked)?);
+            } else {
+                println!("{}", describe_key(&revoked));
+                println!(
+                    "(running API processes refuse it within {} ms)",
+                    config.api.key_cache_ms
+                );
             }
         }
         Command::Serve { migrate } => {
@@ -164,4 +206,19 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One line per key: id, name, first characters, created, revoked.
+fn describe_key(key: &db::api_keys::KeyInfo) -> String {
+    let state = match key.revoked_at {
+        Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M:%S UTC")),
+        None => "active".to_string(),
+    };
+    format!(
+        "{}  {:<16} {}…  created {}  {state}",
+        key.id,
+        key.name,
+        key.prefix,
+        key.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+    )
 }

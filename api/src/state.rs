@@ -12,7 +12,7 @@ use herald_shared::{
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::{counts::CountsCache, error::ApiResult};
+use crate::{counts::CountsCache, error::ApiResult, keys::KeyCache};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -40,6 +40,8 @@ pub struct AppState {
     /// Campaigns' message counts, recounted at most once per
     /// `api.counts_max_age_ms`.
     pub counts: Arc<CountsCache>,
+    /// Tenants of API keys found valid, kept up to `api.key_cache_ms`.
+    pub keys: Arc<KeyCache>,
 }
 
 /// What [`AppState::new`] needs besides the pools and the configuration.
@@ -74,6 +76,7 @@ impl AppState {
             config: Arc::new(config.clone()),
             outbox_written,
             counts: Arc::new(CountsCache::new(config.api.counts_max_age())),
+            keys: Arc::new(KeyCache::new(config.api.key_cache())),
             limiter: Arc::new(RateLimiter::keyed(
                 Quota::per_second(per_second).allow_burst(burst),
             )),

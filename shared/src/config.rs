@@ -227,11 +227,17 @@ pub struct ApiConfig {
     /// How old a campaign's message counts may be when answered (0: counted
     /// on every request).
     pub counts_max_age_ms: u64,
+    /// How long an API key found valid is trusted without asking Postgres
+    /// again (0: on every request): the longest a revoked key still works.
+    pub key_cache_ms: u64,
 }
 
 impl ApiConfig {
     pub fn counts_max_age(&self) -> Duration {
         ms(self.counts_max_age_ms)
+    }
+    pub fn key_cache(&self) -> Duration {
+        ms(self.key_cache_ms)
     }
     pub fn outbox_poll(&self) -> Duration {
         ms(self.outbox_poll_ms)

@@ -1,7 +1,7 @@
 //! The HTTP surface: bad input gets a clear problem+json answer and changes
 //! nothing; tenants only ever see their own resources.
 
-use herald_tests::{ApiServer, client::Reply, mobile};
+use herald_tests::{ApiServer, client::Reply, mobile, stack::binary};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -472,6 +472,105 @@ async fn readiness_checks_postgres_and_rabbitmq() {
     assert_eq!(
         server.api.with_key(None).get("/healthz").await.expect(200)["status"],
         "ok"
+    );
+    server.stop().await;
+}
+
+/// `herald-api keys <args>` against the server's database: whether it
+/// succeeded, its output and its errors.
+async fn keys_command(server: &ApiServer, args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(binary("herald-api"))
+        .arg("keys")
+        .args(args)
+        .env("HERALD__DATABASE__URL", &server.db.url)
+        .output()
+        .await
+        .expect("run herald-api");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_once_the_key_cache_age_has_passed() {
+    const KEY_CACHE_MS: u64 = 400;
+    let server = ApiServer::start(&[("HERALD__API__KEY_CACHE_MS", "400")]).await;
+    let tenant = server.tenant_id.to_string();
+    let (ok, out, err) = keys_command(
+        &server,
+        &["create", "--tenant", &tenant, "--name", "billing", "--json"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(out.trim()).unwrap();
+    let key = created["api_key"].as_str().unwrap().to_string();
+    let key_id = created["key_id"].as_str().unwrap().to_string();
+    let billing = server.api.with_key(Some(&key));
+    // Used, so the API keeps it.
+    billing.get("/v1/numbers").await.expect(200);
+
+    let (ok, out, err) = keys_command(&server, &["list", "--tenant", &tenant, "--json"]).await;
+    assert!(ok, "{err}");
+    assert!(!out.contains(&key), "a listing never shows a key: {out}");
+    let listed: Value = serde_json::from_str(out.trim()).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["initial", "billing"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["revoked_at"].is_null())
+    );
+    assert_eq!(listed[1]["prefix"], key[..9]);
+
+    let (ok, out, err) = keys_command(&server, &["revoke", &key_id, "--json"]).await;
+    assert!(ok, "{err}");
+    let revoked: Value = serde_json::from_str(out.trim()).unwrap();
+    let revoked_at = revoked["revoked_at"]
+        .as_str()
+        .expect("revocation time")
+        .to_string();
+    // The API kept the key from a lookup that began before the revocation:
+    // once that is older than the cache age, the key is looked up and refused.
+    tokio::time::sleep(std::time::Duration::from_millis(KEY_CACHE_MS + 200)).await;
+    let refused = billing.get("/v1/numbers").await;
+    assert_problem(&refused, 401);
+    assert_problem(&billing.get("/v1/templates").await, 401);
+    // The tenant's other key still works.
+    server.api.get("/v1/numbers").await.expect(200);
+
+    // Revoking again changes nothing; unknown ids and tenants are errors.
+    let (ok, out, _) = keys_command(&server, &["revoke", &key_id, "--json"]).await;
+    assert!(ok);
+    let again: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(again["revoked_at"], revoked_at.as_str());
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let (ok, _, err) = keys_command(&server, &["revoke", &unknown]).await;
+    assert!(!ok);
+    assert!(err.contains(&format!("no API key {unknown}")), "{err}");
+    let (ok, _, err) = keys_command(&server, &["list", "--tenant", &unknown]).await;
+    assert!(!ok);
+    assert!(err.contains(&format!("no tenant {unknown}")), "{err}");
+    // In text: one line per key, the revoked one saying so.
+    let (ok, out, _) = keys_command(&server, &["list", "--tenant", &tenant]).await;
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains("initial") && lines[0].ends_with("active"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains(&key_id) && lines[1].contains("revoked"),
+        "{out}"
     );
     server.stop().await;
 }

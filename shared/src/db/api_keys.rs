@@ -1,7 +1,9 @@
 //! `api_keys`: tenant credentials. Only a key's SHA-256 is stored; the key is
 //! shown once when created.
 
+use chrono::{DateTime, Utc};
 use rand::RngExt;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -54,13 +56,68 @@ pub async fn insert(
     Ok(id)
 }
 
-/// The tenant a presented key belongs to, if the key exists and is not revoked.
-pub async fn tenant_for(client: &impl GenericClient, key: &str) -> Result<Option<Uuid>, DbError> {
+/// An API key as operators see it: never the key itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    /// The key's first characters (`hk_` and six more).
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+fn key_info(row: &tokio_postgres::Row) -> KeyInfo {
+    KeyInfo {
+        id: row.get(0),
+        tenant_id: row.get(1),
+        name: row.get(2),
+        prefix: row.get(3),
+        created_at: row.get(4),
+        revoked_at: row.get(5),
+    }
+}
+
+/// A tenant's keys, revoked ones included, oldest first.
+pub async fn list(client: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<KeyInfo>, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT id, tenant_id, name, key_prefix, created_at, revoked_at
+               FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id",
+        )
+        .await?;
+    let rows = client.query(&stmt, &[&tenant_id]).await?;
+    Ok(rows.iter().map(key_info).collect())
+}
+
+/// Revokes a key (a key revoked before keeps its first revocation time).
+/// `None` if there is no such key.
+pub async fn revoke(client: &impl GenericClient, id: Uuid) -> Result<Option<KeyInfo>, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
+             RETURNING id, tenant_id, name, key_prefix, created_at, revoked_at",
+        )
+        .await?;
+    Ok(client
+        .query_opt(&stmt, &[&id])
+        .await?
+        .as_ref()
+        .map(key_info))
+}
+
+/// The tenant of the key with this [`hash`], if the key exists and is not
+/// revoked.
+pub async fn tenant_for(
+    client: &impl GenericClient,
+    key_hash: &[u8; 32],
+) -> Result<Option<Uuid>, DbError> {
     let stmt = client
         .prepare_cached("SELECT tenant_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
         .await?;
     Ok(client
-        .query_opt(&stmt, &[&hash(key).as_slice()])
+        .query_opt(&stmt, &[&key_hash.as_slice()])
         .await?
         .map(|row| row.get(0)))
 }
