@@ -262,13 +262,29 @@ async fn create_campaign(stack: &Stack, request: &Value) -> String {
 async fn stack(workers: usize, env: &[(&str, &str)]) -> Stack {
     Stack::start(StackOptions {
         workers,
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        env: with_caller_env(
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ),
         ..StackOptions::default()
     })
     .await
+}
+
+/// A benchmark's settings for its stack, then every `HERALD__…` variable
+/// `herald-bench` itself was started with, which win: an experiment changes a
+/// setting of the stack without editing the harness
+/// (`HERALD__API__KEY_CACHE_MS=0 herald-bench latency`).
+fn with_caller_env(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
+    let caller: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("HERALD__"))
+        .collect();
+    for (name, value) in &caller {
+        println!("(stack setting from the environment: {name}={value})");
+    }
+    env.extend(caller);
+    env
 }
 
 async fn ingest(dir: &Path, rows: u64) {

@@ -33,20 +33,22 @@ pub async fn run(numbers: u32, messages: u32, workers: usize) {
         typing_ms_per_char: 0,
         typing_min_ms: 0,
         typing_max_ms: 0,
-        env: [
-            ("HERALD__PACING__DEFAULT_JITTER_KIND", "none"),
-            ("HERALD__WORKER__MAX_SENDS_PER_SECOND", "1000000"),
-            ("HERALD__SCHEDULER__LOOKAHEAD", "200"),
-            ("HERALD__SIM__SERVER_ACK_DELAY_MS", "0"),
-            ("HERALD__SIM__DELIVERED_DELAY_MS", "0"),
-            ("HERALD__SIM__READ_DELAY_MS", "0"),
-            ("HERALD__API__MAX_INLINE_RECIPIENTS", "1000000"),
-            ("HERALD__API__MAX_BODY_BYTES", "268435456"),
-            ("HERALD__TELEMETRY__LOG_FILTER", "info,lapin=warn"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect(),
+        env: super::with_caller_env(
+            [
+                ("HERALD__PACING__DEFAULT_JITTER_KIND", "none"),
+                ("HERALD__WORKER__MAX_SENDS_PER_SECOND", "1000000"),
+                ("HERALD__SCHEDULER__LOOKAHEAD", "200"),
+                ("HERALD__SIM__SERVER_ACK_DELAY_MS", "0"),
+                ("HERALD__SIM__DELIVERED_DELAY_MS", "0"),
+                ("HERALD__SIM__READ_DELAY_MS", "0"),
+                ("HERALD__API__MAX_INLINE_RECIPIENTS", "1000000"),
+                ("HERALD__API__MAX_BODY_BYTES", "268435456"),
+                ("HERALD__TELEMETRY__LOG_FILTER", "info,lapin=warn"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ),
         ..StackOptions::default()
     })
     .await;

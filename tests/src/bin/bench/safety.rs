@@ -121,7 +121,7 @@ async fn send(sender: &Sender, numbers: u32, scale: u64) -> String {
         typing_ms_per_char: sender.typing.0 / scale,
         typing_min_ms: sender.typing.1 / scale,
         typing_max_ms: sender.typing.2 / scale,
-        env,
+        env: super::with_caller_env(env),
         ..StackOptions::default()
     })
     .await;
