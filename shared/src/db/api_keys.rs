@@ -68,6 +68,9 @@ pub struct KeyInfo {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// The columns [`key_info`] reads, in its order.
+const KEY_COLUMNS: &str = "id, tenant_id, name, key_prefix, created_at, revoked_at";
+
 fn key_info(row: &tokio_postgres::Row) -> KeyInfo {
     KeyInfo {
         id: row.get(0),
@@ -82,10 +85,9 @@ fn key_info(row: &tokio_postgres::Row) -> KeyInfo {
 /// A tenant's keys, revoked ones included, oldest first.
 pub async fn list(client: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<KeyInfo>, DbError> {
     let stmt = client
-        .prepare_cached(
-            "SELECT id, tenant_id, name, key_prefix, created_at, revoked_at
-               FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id",
-        )
+        .prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id"
+        ))
         .await?;
     let rows = client.query(&stmt, &[&tenant_id]).await?;
     Ok(rows.iter().map(key_info).collect())
@@ -95,10 +97,10 @@ pub async fn list(client: &impl GenericClient, tenant_id: Uuid) -> Result<Vec<Ke
 /// `None` if there is no such key.
 pub async fn revoke(client: &impl GenericClient, id: Uuid) -> Result<Option<KeyInfo>, DbError> {
     let stmt = client
-        .prepare_cached(
+        .prepare_cached(&format!(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1
-             RETURNING id, tenant_id, name, key_prefix, created_at, revoked_at",
-        )
+             RETURNING {KEY_COLUMNS}"
+        ))
         .await?;
     Ok(client
         .query_opt(&stmt, &[&id])
