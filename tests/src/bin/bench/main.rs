@@ -33,6 +33,9 @@ use herald_tests::{Stack, StackOptions};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 
+use crate::goals::Goal;
+
+mod goals;
 mod pipeline;
 mod safety;
 mod scheduler;
@@ -115,8 +118,9 @@ async fn main() {
     let dir = std::env::temp_dir().join("herald-bench");
     std::fs::create_dir_all(&dir).expect("bench dir");
     println!("herald-bench on {}", machine());
+    let mut judged = Vec::new();
     for which in &options.which {
-        match which.as_str() {
+        let goals = match which.as_str() {
             "ingest" => ingest(&dir, options.rows).await,
             "latency" => latency(options.rate, options.seconds).await,
             "numbers" => numbers(options.numbers).await,
@@ -127,8 +131,10 @@ async fn main() {
             "safety" => safety::run(options.senders.unwrap_or(10), options.scale).await,
             "scheduler" => scheduler::run(options.numbers, options.queued, options.passes).await,
             _ => unreachable!("checked in options()"),
-        }
+        };
+        judged.extend(goals);
     }
+    goals::report(&judged);
 }
 
 fn machine() -> String {
@@ -287,7 +293,7 @@ fn with_caller_env(mut env: Vec<(String, String)>) -> Vec<(String, String)> {
     env
 }
 
-async fn ingest(dir: &Path, rows: u64) {
+async fn ingest(dir: &Path, rows: u64) -> Vec<Goal> {
     let csv: PathBuf = dir.join(format!("contacts-{rows}.csv"));
     let bytes = write_contacts(&csv, rows);
     let stack = stack(0, &[]).await;
@@ -370,6 +376,20 @@ async fn ingest(dir: &Path, rows: u64) {
         rows as f64 / floor.as_secs_f64(),
     );
     stack.stop().await;
+    vec![
+        Goal::new(
+            "ingest: import / raw COPY",
+            format!("{ratio:.2}x"),
+            "<= 1.5x",
+            ratio <= 1.5,
+        ),
+        Goal::new(
+            "ingest: API peak RSS",
+            format!("{rss_peak:.1} MB"),
+            "< 150 MB",
+            rss_peak < 150.0,
+        ),
+    ]
 }
 
 /// Latencies of one kind of request, in microseconds.
@@ -465,8 +485,16 @@ async fn load(target: &LoadTarget, rate: u64, seconds: u64, first: u64) -> (Vec<
     (samples, elapsed)
 }
 
-fn report_load(label: &str, (samples, elapsed): &(Vec<Samples>, f64), rate: u64, seconds: u64) {
+/// Prints a load's percentiles; returns each endpoint's p99 (ms), in the
+/// order of `LOAD_KINDS`.
+fn report_load(
+    label: &str,
+    (samples, elapsed): &(Vec<Samples>, f64),
+    rate: u64,
+    seconds: u64,
+) -> Vec<f64> {
     let total = rate * seconds;
+    let mut p99s = Vec::with_capacity(samples.len());
     println!(
         "{label:<9} {total} requests in {elapsed:.1} s ({:.0}/s offered at {rate}/s, open loop)",
         total as f64 / elapsed
@@ -474,6 +502,7 @@ fn report_load(label: &str, (samples, elapsed): &(Vec<Samples>, f64), rate: u64,
     for (kind, s) in LOAD_KINDS.iter().zip(samples.iter()) {
         let mut s = s.clone();
         let (p50, p99) = (s.percentile(50.0), s.percentile(99.0));
+        p99s.push(p99);
         println!(
             "  {kind:<24} p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({} answered, {} errors){}",
             s.micros.len(),
@@ -485,9 +514,10 @@ fn report_load(label: &str, (samples, elapsed): &(Vec<Samples>, f64), rate: u64,
             }
         );
     }
+    p99s
 }
 
-async fn latency(rate: u64, seconds: u64) {
+async fn latency(rate: u64, seconds: u64) -> Vec<Goal> {
     // The tenant's rate limit would answer 429 long before 500 requests/s:
     // lift it, the point is the cost of a request.
     let stack = stack(
@@ -530,16 +560,29 @@ async fn latency(rate: u64, seconds: u64) {
         rate,
         warm_up,
     );
-    report_load(
+    let p99s = report_load(
         "latency",
         &load(&target, rate, seconds, rate * warm_up).await,
         rate,
         seconds,
     );
     stack.stop().await;
+    LOAD_KINDS
+        .iter()
+        .zip(p99s)
+        .filter(|(kind, _)| !kind.starts_with("GET /healthz"))
+        .map(|(kind, p99)| {
+            Goal::new(
+                format!("latency: {} p99 at {rate}/s", kind.trim()),
+                format!("{p99:.2} ms"),
+                "< 10 ms",
+                p99 < 10.0,
+            )
+        })
+        .collect()
 }
 
-async fn numbers(count: u32) {
+async fn numbers(count: u32) -> Vec<Goal> {
     use futures_util::StreamExt as _;
     // Production lease timing and log level (the test stacks renew every
     // second and log the worker at debug); numbers connect 10 ms apart rather
@@ -593,4 +636,18 @@ async fn numbers(count: u32) {
         window.as_secs()
     );
     stack.stop().await;
+    vec![
+        Goal::new(
+            format!("numbers: RSS per number ({count})"),
+            format!("{per_number:.3} MB"),
+            "< 5 MB",
+            per_number < 5.0,
+        ),
+        Goal::new(
+            format!("numbers: idle CPU ({count})"),
+            format!("{:.1}%", cpu_full * 100.0),
+            "< 5% of a core",
+            cpu_full < 0.05,
+        ),
+    ]
 }

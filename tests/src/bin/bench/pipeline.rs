@@ -24,7 +24,9 @@ use lapin::{
 use serde_json::json;
 use uuid::Uuid;
 
-pub async fn run(numbers: u32, messages: u32, workers: usize) {
+use crate::goals::Goal;
+
+pub async fn run(numbers: u32, messages: u32, workers: usize) -> Vec<Goal> {
     let stack = herald_tests::Stack::start(StackOptions {
         workers,
         min_gap_ms: 0,
@@ -117,6 +119,12 @@ pub async fn run(numbers: u32, messages: u32, workers: usize) {
         settled_after.as_secs_f64(),
         herald_rate / bare_rate,
     );
+    vec![Goal::new(
+        format!("pipeline: {numbers} numbers, pacing off"),
+        format!("{herald_rate:.0} msgs/s"),
+        ">= 5,000 msgs/s",
+        herald_rate >= 5000.0,
+    )]
 }
 
 /// Jobs per second a bare consumer takes off `numbers` send queues (with

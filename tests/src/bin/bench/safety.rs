@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use herald_tests::{Stack, StackOptions};
 use serde_json::{Value, json};
 
+use crate::goals::Goal;
+
 /// Sends per number: the same for both senders (Herald's default daily cap).
 const PER_NUMBER: u32 = 200;
 
@@ -68,20 +70,63 @@ const HERALD: Sender = Sender {
     max_per_variant: 60,
 };
 
-pub async fn run(numbers: u32, scale: u64) {
+pub async fn run(numbers: u32, scale: u64) -> Vec<Goal> {
     println!(
         "safety    {numbers} numbers x {PER_NUMBER} cold recipients each, the same campaign per \
          sender, time compressed {scale}x\n  \
          rules: volume > 40 msgs/10 min -> ban; > 120 new contacts/h -> reach-out time-lock; \
          one text to > 100 people/24 h -> ban"
     );
-    for sender in [NAIVE, HERALD] {
-        let outcome = send(&sender, numbers, scale).await;
-        println!("  {:<38} {outcome}", sender.name);
+    let naive = send(&NAIVE, numbers, scale).await;
+    println!("  {:<38} {naive}", NAIVE.name);
+    let herald = send(&HERALD, numbers, scale).await;
+    println!("  {:<38} {herald}", HERALD.name);
+    // The issue sets no figure; the point of the policy is that at the same
+    // daily volume every message goes out and no number trips a rule.
+    let tripped = herald.banned + herald.locked;
+    vec![Goal::new(
+        "safety: Herald's numbers banned or locked",
+        format!("{tripped}/{numbers}"),
+        "none, all sent",
+        tripped == 0 && herald.sent == u64::from(herald.total),
+    )]
+}
+
+/// What one sender's run did to its numbers.
+struct Outcome {
+    banned: usize,
+    locked: usize,
+    sent: u64,
+    total: u32,
+    numbers: u32,
+    hours: f64,
+    rules_hit: Vec<String>,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Outcome {
+            banned,
+            locked,
+            sent,
+            total,
+            numbers,
+            hours,
+            ..
+        } = self;
+        write!(
+            f,
+            "banned {banned}/{numbers}, time-locked {locked}/{numbers}; sent {sent}/{total}, the \
+             last after {hours:.1} h (network time)"
+        )?;
+        if !self.rules_hit.is_empty() {
+            write!(f, "; rules tripped: {}", self.rules_hit.join(", "))?;
+        }
+        Ok(())
     }
 }
 
-async fn send(sender: &Sender, numbers: u32, scale: u64) -> String {
+async fn send(sender: &Sender, numbers: u32, scale: u64) -> Outcome {
     let scaled = |ms: u64| (ms / scale).to_string();
     let jitter_kind = if sender.jitter.0 == 0 {
         "none"
@@ -186,13 +231,13 @@ async fn send(sender: &Sender, numbers: u32, scale: u64) -> String {
     rules_hit.sort();
     rules_hit.dedup();
     stack.stop().await;
-    format!(
-        "banned {banned}/{numbers}, time-locked {locked}/{numbers}; sent {sent}/{total}, the \
-         last after {took:.1} h (network time){}",
-        if rules_hit.is_empty() {
-            String::new()
-        } else {
-            format!("; rules tripped: {}", rules_hit.join(", "))
-        }
-    )
+    Outcome {
+        banned,
+        locked,
+        sent,
+        total,
+        numbers,
+        hours: took,
+        rules_hit,
+    }
 }
