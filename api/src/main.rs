@@ -118,13 +118,11 @@ async fn main() -> anyhow::Result<()> {
             command: TenantCommand::Create { name, json },
         } => {
             let created = herald_api::admin::create_tenant(&pool()?, &name).await?;
-            if json {
-                println!("{}", serde_json::to_string(&created)?);
-            } else {
+            print_result(json, &created, |created| {
                 println!("tenant   {}", created.tenant_id);
                 println!("api key  {}", created.api_key);
                 println!("(the key is shown only this once: store it now)");
-            }
+            })?;
         }
         Command::Tenants {
             command:
@@ -146,39 +144,33 @@ async fn main() -> anyhow::Result<()> {
             command: KeyCommand::Create { tenant, name, json },
         } => {
             let created = herald_api::admin::create_key(&pool()?, tenant, &name).await?;
-            if json {
-                println!("{}", serde_json::to_string(&created)?);
-            } else {
+            print_result(json, &created, |created| {
                 println!("key id   {}", created.key_id);
                 println!("api key  {}", created.api_key);
                 println!("(the key is shown only this once: store it now)");
-            }
+            })?;
         }
         Command::Keys {
             command: KeyCommand::List { tenant, json },
         } => {
             let keys = herald_api::admin::list_keys(&pool()?, tenant).await?;
-            if json {
-                println!("{}", serde_json::to_string(&keys)?);
-            } else {
-                for key in &keys {
+            print_result(json, &keys, |keys| {
+                for key in keys {
                     println!("{}", describe_key(key));
                 }
-            }
+            })?;
         }
         Command::Keys {
             command: KeyCommand::Revoke { key, json },
         } => {
             let revoked = herald_api::admin::revoke_key(&pool()?, key).await?;
-            if json {
-                println!("{}", serde_json::to_string(&revoked)?);
-            } else {
-                println!("{}", describe_key(&revoked));
+            print_result(json, &revoked, |revoked| {
+                println!("{}", describe_key(revoked));
                 println!(
                     "(running API processes refuse it within {} ms)",
                     config.api.key_cache_ms
                 );
-            }
+            })?;
         }
         Command::Serve { migrate } => {
             if migrate {
@@ -209,6 +201,21 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// One line per key: id, name, first characters, created, revoked.
+/// An operator command's result: one line of JSON with `--json`, else in
+/// words.
+fn print_result<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    in_words: impl FnOnce(&T),
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        in_words(value);
+    }
+    Ok(())
+}
+
 fn describe_key(key: &db::api_keys::KeyInfo) -> String {
     let state = match key.revoked_at {
         Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M:%S UTC")),
