@@ -31,8 +31,11 @@ pub fn report(goals: &[Goal]) {
     }
     let met = goals.iter().filter(|g| g.met).count();
     println!("goals     {met} of {} met in this run", goals.len());
-    let width = goals.iter().map(|g| g.figure.chars().count()).max();
-    let width = width.unwrap_or(0);
+    let width = goals
+        .iter()
+        .map(|g| g.figure.chars().count())
+        .max()
+        .unwrap_or(0);
     for g in goals {
         println!(
             "  {:<width$}  {:>12}  {:<16}  {}",

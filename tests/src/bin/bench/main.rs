@@ -573,7 +573,7 @@ async fn latency(rate: u64, seconds: u64) -> Vec<Goal> {
         .filter(|(kind, _)| !kind.starts_with("GET /healthz"))
         .map(|(kind, p99)| {
             Goal::new(
-                format!("latency: {} p99 at {rate}/s", kind.trim()),
+                format!("latency: {kind} p99 at {rate}/s"),
                 format!("{p99:.2} ms"),
                 "< 10 ms",
                 p99 < 10.0,
