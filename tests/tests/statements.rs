@@ -697,6 +697,115 @@ async fn concurrent_schedulers_never_pick_the_same_message() {
     assert!(first.iter().all(|a| !second.contains(a)));
 }
 
+/// A campaign that is most of the table, its oldest 20,000 messages sent,
+/// three in four of the rest in a zone whose window is closed (and whose key
+/// sorts first), statistics taken before any message was scheduled: the shape in
+/// which Postgres planned the pick as a scan from the table's front, past
+/// every sent message (migration 0010), and the search for lost jobs as a
+/// scan of the whole table (0011). With either kind of plan a prepared
+/// statement gets (for its parameters, and generic), each of the planner's
+/// statements on `messages` reads a handful of pages, not the campaign; and
+/// the pick takes the oldest queued messages of the open zone.
+#[tokio::test]
+async fn the_planners_statements_read_few_pages_however_the_campaign_is_estimated() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 100_000).await;
+    let campaign = fx.campaign(&db, &[number], 50_000).await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "UPDATE messages SET state = 'sent' WHERE id IN
+                 (SELECT id FROM messages WHERE campaign_id = '{campaign}' ORDER BY id LIMIT 20000);
+             UPDATE messages SET recipient_zone = 'z:America/Sao_Paulo'
+              WHERE campaign_id = '{campaign}' AND state = 'queued' AND id % 4 <> 0"
+        ))
+        .await
+        .unwrap();
+    client
+        .batch_execute("VACUUM ANALYZE messages")
+        .await
+        .unwrap();
+    let oldest_open: Vec<i64> = client
+        .query(
+            "SELECT id FROM messages
+              WHERE campaign_id = $1 AND state = 'queued' AND recipient_zone = 'z:UTC'
+              ORDER BY id LIMIT 3",
+            &[&campaign],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let picked = messages::schedule_open(&client, &pick(campaign, number, 3), &[])
+        .await
+        .unwrap();
+    assert_eq!(picked.iter().map(|a| a.id).collect::<Vec<_>>(), oldest_open);
+    let stale = messages::stale_scheduled(&client, Duration::from_secs(60), 1000)
+        .await
+        .unwrap();
+    assert!(stale.is_empty());
+    // The planner's other statements that read `messages`, prepared too.
+    let sticky = messages::schedule_preferred(&client, &pick(campaign, number, 3))
+        .await
+        .unwrap();
+    assert!(sticky.is_empty());
+    assert_eq!(messages::in_flight(&client, number).await.unwrap(), 3);
+    messages::remember_senders(&client, number, &oldest_open)
+        .await
+        .unwrap();
+
+    // The statements as prepared on this connection, run each way in a
+    // transaction rolled back: the pages the whole statement touched.
+    for (statement, arguments) in [
+        (
+            "%ORDER BY recipient_zone, id%",
+            format!("'{campaign}', '{number}', '{{z:UTC}}', '{{0}}', 2, '{{}}'"),
+        ),
+        ("%WITH stale AS%", "0, 1000".to_string()),
+        (
+            "%WHERE preferred_number_id = $2 AND campaign_id = $1%",
+            format!("'{campaign}', '{number}', '{{z:UTC}}', '{{0}}', 2"),
+        ),
+        ("%SELECT count(*) FROM messages%", format!("'{number}'")),
+        (
+            "%INSERT INTO recipient_senders%",
+            format!("'{number}', '{{{}, {}}}'", oldest_open[0], oldest_open[1]),
+        ),
+    ] {
+        let name: String = client
+            .query_one(
+                "SELECT name FROM pg_prepared_statements WHERE statement LIKE $1",
+                &[&statement],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            client
+                .batch_execute(&format!("BEGIN; SET LOCAL plan_cache_mode = {mode}"))
+                .await
+                .unwrap();
+            let explained: serde_json::Value = client
+                .query_one(
+                    &format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE {name}({arguments})"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            client.batch_execute("ROLLBACK").await.unwrap();
+            let plan = &explained[0]["Plan"];
+            let pages = ["Shared Hit Blocks", "Shared Read Blocks"]
+                .iter()
+                .map(|key| plan[key].as_i64().unwrap())
+                .sum::<i64>();
+            assert!(pages < 250, "{statement}, {mode}: {pages} pages\n{plan:#}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn the_daily_budget_is_counted_per_day_of_the_numbers_zone() {
     let db = TestDb::create().await;

@@ -119,10 +119,12 @@ pub struct Pick<'a> {
     pub limit: i64,
 }
 
+/// The picked rows, updated through the primary key: joined to `picked`
+/// instead, a generic plan (which cannot know `LIMIT`'s value) estimates a
+/// tenth of the campaign picked and hashes the whole table against it.
 const ASSIGN: &str = "UPDATE messages m
                          SET state = 'scheduled', sender_number_id = $2, scheduled_at = now()
-                        FROM picked
-                       WHERE m.id = picked.id
+                       WHERE m.id = ANY(ARRAY(SELECT id FROM picked))
                       RETURNING m.id, m.variant";
 
 fn assigned(rows: Vec<tokio_postgres::Row>) -> Vec<Assigned> {
@@ -173,7 +175,9 @@ pub async fn schedule_preferred(
 }
 
 /// Assigns other queued messages: no preferred sender, or one that cannot
-/// take them now (not in `available`).
+/// take them now (not in `available`). Open zones in order, oldest first: an
+/// order only `messages_ready_idx` delivers, so the pick reads that index
+/// however the planner estimates the campaign's rows (migration 0010).
 pub async fn schedule_open(
     client: &impl GenericClient,
     pick: &Pick<'_>,
@@ -187,6 +191,7 @@ pub async fn schedule_open(
                     AND recipient_zone = ANY($3) AND variant = ANY($4)
                     AND (preferred_number_id IS NULL OR preferred_number_id = $2
                          OR NOT (preferred_number_id = ANY($6)))
+                  ORDER BY recipient_zone, id
                   LIMIT $5
                   FOR UPDATE SKIP LOCKED
              )
@@ -353,7 +358,7 @@ pub async fn stale_scheduled(
                   FOR UPDATE SKIP LOCKED
              )
              UPDATE messages m SET scheduled_at = now()
-               FROM stale WHERE m.id = stale.id
+              WHERE m.id = ANY(ARRAY(SELECT id FROM stale))
              RETURNING m.id, m.sender_number_id",
         )
         .await?;

@@ -195,6 +195,16 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "bulk_references",
         include_str!("../../../migrations/0009_bulk_references.sql"),
     ),
+    (
+        10,
+        "ready_by_zone",
+        include_str!("../../../migrations/0010_ready_by_zone.sql"),
+    ),
+    (
+        11,
+        "scheduled_by_age",
+        include_str!("../../../migrations/0011_scheduled_by_age.sql"),
+    ),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction, under an
