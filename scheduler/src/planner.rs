@@ -242,6 +242,7 @@ impl Planner {
             .expect("the semaphore is never closed");
         let mut client = self.pool.get().await.map_err(DbError::from)?;
         let tx = client.transaction().await.map_err(DbError::from)?;
+        db::planning::generic_plans(&tx).await?;
         // The row locks make replicas plan a number (and a capped tenant) one
         // at a time, and the counts read after them are fresh.
         let Some(budget) = db::sender_usage::lock_today(&tx, number.id, now).await? else {

@@ -11,6 +11,22 @@ use crate::{
     policy::{breaker::BreakerState, jitter::Jitter},
 };
 
+/// Plans the rest of this transaction's statements once per connection
+/// (Postgres's generic plans) instead of at every execution for its
+/// parameters. Postgres keeps re-planning a statement while a plan for the
+/// parameters at hand looks cheaper than the generic one, and for the
+/// planner's statements it always does (a generic plan cannot know how many
+/// rows `LIMIT $n` or `= ANY($ids)` take): planning the pick took as long as
+/// running it, 0.65 ms of every 1.35 ms (docs/BENCHMARKS.md, "Scheduler tick
+/// and dispatch"). Their generic plans read the same indexes
+/// (`tests/tests/statements.rs` checks the pages they read either way).
+pub async fn generic_plans(client: &impl GenericClient) -> Result<(), DbError> {
+    client
+        .batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        .await?;
+    Ok(())
+}
+
 /// A number a worker drives with its session connected, as the scheduler
 /// plans it.
 #[derive(Debug, Clone)]
