@@ -769,7 +769,10 @@ async fn the_planners_statements_read_few_pages_however_the_campaign_is_estimate
             "%WHERE preferred_number_id = $2 AND campaign_id = $1%",
             format!("'{campaign}', '{number}', '{{z:UTC}}', '{{0}}', 2"),
         ),
-        ("%SELECT count(*) FROM messages%", format!("'{number}'")),
+        (
+            "%WHERE sender_number_id = $1 AND state IN ('scheduled', 'sending')%",
+            format!("'{number}'"),
+        ),
         (
             "%INSERT INTO recipient_senders%",
             format!("'{number}', '{{{}, {}}}'", oldest_open[0], oldest_open[1]),
