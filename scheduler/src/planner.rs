@@ -242,16 +242,35 @@ impl Planner {
             .expect("the semaphore is never closed");
         let mut client = self.pool.get().await.map_err(DbError::from)?;
         let tx = client.transaction().await.map_err(DbError::from)?;
-        db::planning::generic_plans(&tx).await?;
         // The row locks make replicas plan a number (and a capped tenant) one
-        // at a time, and the counts read after them are fresh.
-        let Some(budget) = db::sender_usage::lock_today(&tx, number.id, now).await? else {
+        // at a time, and the counts read after them are fresh. The settings
+        // and the number's lock are sent together (one round trip).
+        let ((), budget) = tokio::try_join!(
+            db::planning::for_planning(&tx),
+            db::sender_usage::lock_today(&tx, number.id, now),
+        )?;
+        let Some(budget) = budget else {
             return Ok((0, 0));
         };
-        // Both read after the number's lock; sent together (one round trip).
-        let (tenant, in_flight) = tokio::try_join!(
+        // Read after the number's lock, sent together (one round trip): the
+        // tenant's budget, the jobs in flight, and whether each campaign with
+        // an open zone still runs. Paused or cancelled since the pass began:
+        // its messages are left alone. Running: a share lock on its row
+        // until the commit, so a pause that comes later waits for it and then
+        // unschedules what this number picks.
+        let pickable: Vec<(&PlanningCampaign, &Vec<String>)> = candidate
+            .campaigns
+            .iter()
+            .filter_map(|&c| Some((c, open_zones.get(&c.id).filter(|z| !z.is_empty())?)))
+            .collect();
+        let (tenant, in_flight, running) = tokio::try_join!(
             db::sender_usage::lock_tenant_today(&tx, number.tenant_id, now),
             db::messages::in_flight(&tx, number.id),
+            futures_util::future::try_join_all(
+                pickable
+                    .iter()
+                    .map(|(c, _)| db::campaigns::share_if_running(&tx, c.id)),
+            ),
         )?;
         let allowance = daily_allowance(&AllowanceInputs {
             plan_volume: self.plan_volume(&budget.warmup_plan, budget.day_index),
@@ -271,15 +290,11 @@ impl Planner {
             assigned.extend(direct);
         }
         let mut from_campaigns: Vec<i64> = Vec::new();
-        for campaign in &candidate.campaigns {
+        for (&(campaign, zones), running) in pickable.iter().zip(running) {
             if room == 0 {
                 break;
             }
-            let Some(zones) = open_zones.get(&campaign.id).filter(|z| !z.is_empty()) else {
-                continue;
-            };
-            // Paused or cancelled since the pass began: leave it alone.
-            if !db::campaigns::share_if_running(&tx, campaign.id).await? {
+            if !running {
                 continue;
             }
             let mut got = Vec::new();

@@ -704,7 +704,7 @@ async fn concurrent_schedulers_never_pick_the_same_message() {
 /// every sent message (migration 0010), and the search for lost jobs as a
 /// scan of the whole table (0011). With either kind of plan a prepared
 /// statement gets (for its parameters, and generic, which the planner's
-/// transactions use: `db::planning::generic_plans`), each of the planner's
+/// transactions use: `db::planning::for_planning`), each of the planner's
 /// statements on `messages` reads a handful of pages, not the campaign; and
 /// the pick takes the oldest queued messages of the open zone.
 #[tokio::test]

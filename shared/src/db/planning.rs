@@ -11,8 +11,11 @@ use crate::{
     policy::{breaker::BreakerState, jitter::Jitter},
 };
 
-/// Plans the rest of this transaction's statements once per connection
-/// (Postgres's generic plans) instead of at every execution for its
+/// Settings for the rest of a number's planning transaction (one round trip,
+/// pipelined with whatever follows).
+///
+/// **Generic plans**: its statements are planned once per connection
+/// (Postgres's generic plans) instead of at every execution for their
 /// parameters. Postgres keeps re-planning a statement while a plan for the
 /// parameters at hand looks cheaper than the generic one, and for the
 /// planner's statements it always does (a generic plan cannot know how many
@@ -20,9 +23,22 @@ use crate::{
 /// running it, 0.65 ms of every 1.35 ms (docs/BENCHMARKS.md, "Scheduler tick
 /// and dispatch"). Their generic plans read the same indexes
 /// (`tests/tests/statements.rs` checks the pages they read either way).
-pub async fn generic_plans(client: &impl GenericClient) -> Result<(), DbError> {
+///
+/// **Commit without waiting for the WAL flush** (`synchronous_commit = off`):
+/// a crash of Postgres may lose the last fraction of a second of planning
+/// commits, never part of one, and losing one is what a rollback does:
+/// its messages are `queued` again, unassigned, with the budgets it counted.
+/// Jobs already published for them find nothing to claim (a job claims only a
+/// message `scheduled` on its number; DESIGN.md, "Scheduling"), and the
+/// messages are planned again. Whatever later depends on a planning commit
+/// durably (a worker's claim, a pause) commits synchronously, which flushes
+/// the WAL up to and including it. A full pass no longer waits for a thousand
+/// flushes (docs/BENCHMARKS.md, "Planning commits without the flush").
+pub async fn for_planning(client: &impl GenericClient) -> Result<(), DbError> {
     client
-        .batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        .batch_execute(
+            "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL synchronous_commit = off",
+        )
         .await?;
     Ok(())
 }

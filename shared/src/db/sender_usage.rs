@@ -3,6 +3,7 @@
 //! behind daily caps, whichever scheduler replica assigned them.
 
 use chrono::{DateTime, NaiveDate, Utc};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::{DbError, GenericClient};
@@ -27,29 +28,42 @@ pub struct DayBudget {
 /// the row lock still reads other tables with the snapshot it started with, so
 /// a usage count read in the locking statement would miss what the previous
 /// lock holder just committed. The second statement takes a fresh snapshot.
+/// They are sent together (one round trip): the server runs the second only
+/// once the first holds the lock, so it still reads after the lock. Both are
+/// prepared before either is sent, so that nothing of the connection's first
+/// use can reorder them.
 pub async fn lock_today(
     client: &impl GenericClient,
     number_id: Uuid,
     now: DateTime<Utc>,
 ) -> Result<Option<DayBudget>, DbError> {
-    let lock = client
-        .prepare_cached(
+    let (lock, usage) = tokio::try_join!(
+        client.prepare_cached(
             "SELECT ($2::timestamptz AT TIME ZONE time_zone)::date, daily_cap, warmup_plan,
                     ($2::timestamptz AT TIME ZONE time_zone)::date - warmup_started_on
                FROM sender_numbers WHERE id = $1 FOR UPDATE",
-        )
-        .await?;
-    let Some(row) = client.query_opt(&lock, &[&number_id, &now]).await? else {
+        ),
+        client.prepare_cached(
+            "SELECT u.assigned
+               FROM sender_usage u JOIN sender_numbers n ON n.id = u.number_id
+              WHERE u.number_id = $1 AND u.day = ($2::timestamptz AT TIME ZONE n.time_zone)::date",
+        ),
+    )?;
+    let params: [&(dyn ToSql + Sync); 2] = [&number_id, &now];
+    let (row, used) = tokio::try_join!(
+        client.query_opt(&lock, &params),
+        client.query_opt(&usage, &params),
+    )?;
+    let Some(row) = row else {
         return Ok(None);
     };
     let (day, daily_cap, warmup_plan): (NaiveDate, i32, String) =
         (row.get(0), row.get(1), row.get(2));
     let day_index = i64::from(row.get::<_, i32>(3));
-    let used = used_on(client, number_id, day).await?;
     Ok(Some(DayBudget {
         day,
         daily_cap,
-        used,
+        used: used.map_or(0, |row| row.get(0)),
         warmup_plan,
         day_index,
     }))
