@@ -313,17 +313,10 @@ impl Planner {
                     variants: &variants,
                     limit,
                 };
-                let mut picked = db::messages::schedule_preferred(&tx, &pick).await?;
                 // A time-locked number may only write to people it already
                 // wrote to.
-                if number.state != NumberState::Timelocked && (picked.len() as i64) < limit {
-                    let rest = Pick {
-                        limit: limit - picked.len() as i64,
-                        ..pick
-                    };
-                    picked.extend(db::messages::schedule_open(&tx, &rest, available).await?);
-                }
-                got.extend(picked);
+                let others = (number.state != NumberState::Timelocked).then_some(available);
+                got.extend(db::messages::schedule_campaign(&tx, &pick, others).await?);
             }
             if got.is_empty() {
                 continue;

@@ -35,7 +35,7 @@ fn pick(campaign: Uuid, number: Uuid, limit: i64) -> Pick<'static> {
 
 async fn scheduled_message(db: &TestDb, number: Uuid, campaign: Uuid) -> i64 {
     let client = db.pool.get().await.unwrap();
-    messages::schedule_open(&client, &pick(campaign, number, 1), &[])
+    messages::schedule_campaign(&client, &pick(campaign, number, 1), Some(&[]))
         .await
         .unwrap()[0]
         .id
@@ -684,10 +684,10 @@ async fn concurrent_schedulers_never_pick_the_same_message() {
     let t1 = c1.transaction().await.unwrap();
     let t2 = c2.transaction().await.unwrap();
     // Both transactions open at once: the second skips the rows the first holds.
-    let first = messages::schedule_open(&t1, &pick(campaign, n1, 120), &[])
+    let first = messages::schedule_campaign(&t1, &pick(campaign, n1, 120), Some(&[]))
         .await
         .unwrap();
-    let second = messages::schedule_open(&t2, &pick(campaign, n2, 120), &[])
+    let second = messages::schedule_campaign(&t2, &pick(campaign, n2, 120), Some(&[]))
         .await
         .unwrap();
     t1.commit().await.unwrap();
@@ -695,6 +695,63 @@ async fn concurrent_schedulers_never_pick_the_same_message() {
     assert_eq!(first.len(), 120);
     assert_eq!(second.len(), 80);
     assert!(first.iter().all(|a| !second.contains(a)));
+}
+
+/// One statement picks a campaign's messages for a number: those preferring
+/// it first (each once), then others' whose preferred number cannot take
+/// them, open zones in order; a time-locked number (`None`) only its own.
+#[tokio::test]
+async fn the_pick_takes_its_own_recipients_first_then_others_it_may() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 1000).await;
+    let busy = fx.number(&db, 2, 1000).await;
+    let idle = fx.number(&db, 3, 1000).await;
+    let campaign = fx.campaign(&db, &[number, busy, idle], 12).await;
+    let client = db.pool.get().await.unwrap();
+    let ids: Vec<i64> = client
+        .query("SELECT id FROM messages ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    // The first three prefer `number`, the next three `idle` (which cannot
+    // take recipients today), the three after that `busy` (which can); the
+    // last three prefer no one.
+    client
+        .execute(
+            "UPDATE messages SET preferred_number_id = CASE
+                 WHEN id < $1 THEN $4::uuid WHEN id < $2 THEN $5::uuid
+                 WHEN id < $3 THEN $6::uuid END",
+            &[&ids[3], &ids[6], &ids[9], &number, &idle, &busy],
+        )
+        .await
+        .unwrap();
+    drop(client);
+    let available = [number, busy];
+    // Each pick in a transaction rolled back: the next starts afresh.
+    let db = &db;
+    let picked = |limit, others| async move {
+        let mut client = db.pool.get().await.unwrap();
+        let tx = client.transaction().await.unwrap();
+        let got = messages::schedule_campaign(&tx, &pick(campaign, number, limit), others)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        got.iter().map(|a| a.id).collect::<Vec<i64>>()
+    };
+    assert_eq!(picked(2, Some(&available[..])).await, ids[0..2]);
+    assert_eq!(picked(5, None).await, ids[0..3]);
+    assert_eq!(picked(5, Some(&available[..])).await, ids[0..5]);
+    // Its own are taken once even when it is not among `others`.
+    let only_busy = [busy];
+    assert_eq!(picked(5, Some(&only_busy[..])).await, ids[0..5]);
+    // Everything it may take: its own, `idle`'s and the unclaimed, never
+    // `busy`'s.
+    let mut expected = ids[0..6].to_vec();
+    expected.extend(&ids[9..12]);
+    assert_eq!(picked(100, Some(&available[..])).await, expected);
 }
 
 /// A campaign that is most of the table, its oldest 20,000 messages sent,
@@ -739,7 +796,7 @@ async fn the_planners_statements_read_few_pages_however_the_campaign_is_estimate
         .iter()
         .map(|row| row.get(0))
         .collect();
-    let picked = messages::schedule_open(&client, &pick(campaign, number, 3), &[])
+    let picked = messages::schedule_campaign(&client, &pick(campaign, number, 3), Some(&[]))
         .await
         .unwrap();
     assert_eq!(picked.iter().map(|a| a.id).collect::<Vec<_>>(), oldest_open);
@@ -748,10 +805,6 @@ async fn the_planners_statements_read_few_pages_however_the_campaign_is_estimate
         .unwrap();
     assert!(stale.is_empty());
     // The planner's other statements that read `messages`, prepared too.
-    let sticky = messages::schedule_preferred(&client, &pick(campaign, number, 3))
-        .await
-        .unwrap();
-    assert!(sticky.is_empty());
     assert_eq!(messages::in_flight(&client, number).await.unwrap(), 3);
     messages::remember_senders(&client, number, &oldest_open)
         .await
@@ -762,13 +815,9 @@ async fn the_planners_statements_read_few_pages_however_the_campaign_is_estimate
     for (statement, arguments) in [
         (
             "%ORDER BY recipient_zone, id%",
-            format!("'{campaign}', '{number}', '{{z:UTC}}', '{{0}}', 2, '{{}}'"),
+            format!("'{campaign}', '{number}', '{{z:UTC}}', '{{0}}', 2, '{{}}', true"),
         ),
         ("%WITH stale AS%", "0, 1000".to_string()),
-        (
-            "%WHERE preferred_number_id = $2 AND campaign_id = $1%",
-            format!("'{campaign}', '{number}', '{{z:UTC}}', '{{0}}', 2"),
-        ),
         (
             "%WHERE sender_number_id = $1 AND state IN ('scheduled', 'sending')%",
             format!("'{number}'"),

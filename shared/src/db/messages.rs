@@ -139,15 +139,28 @@ fn assigned(rows: Vec<tokio_postgres::Row>) -> Vec<Assigned> {
     out
 }
 
-/// Assigns recipients who prefer this number (their sticky sender). Rows a
-/// concurrent scheduler holds are skipped.
-pub async fn schedule_preferred(
+/// Assigns a campaign's queued messages to this number, in one statement:
+/// first recipients who prefer it (their sticky sender), oldest first; then,
+/// while `limit` is not reached and `others` is given, anyone else's whose
+/// preferred number cannot take them now (none, or one not in `others`: the
+/// numbers that could take a recipient today), open zones in order, oldest
+/// first. A time-locked number passes `None`: it only writes to people it
+/// already wrote to. Rows a concurrent scheduler holds are skipped.
+///
+/// The second pick leaves out the rows preferring this number: the first
+/// took every one it could (it stops short of `limit` only when none is
+/// left), and it holds them, so a second look would find them again. The
+/// second pick's order is one only `messages_ready_idx` delivers, so it reads
+/// that index however the planner estimates the campaign's rows (migration
+/// 0010); its `LIMIT` is what the first left, and nothing when that is 0.
+pub async fn schedule_campaign(
     client: &impl GenericClient,
     pick: &Pick<'_>,
+    others: Option<&[Uuid]>,
 ) -> Result<Vec<Assigned>, DbError> {
     let stmt = client
         .prepare_cached(&format!(
-            "WITH picked AS (
+            "WITH preferred AS (
                  SELECT id FROM messages
                   WHERE preferred_number_id = $2 AND campaign_id = $1
                     AND state = 'queued' AND not_before IS NULL
@@ -155,45 +168,17 @@ pub async fn schedule_preferred(
                   ORDER BY id
                   LIMIT $5
                   FOR UPDATE SKIP LOCKED
-             )
-             {ASSIGN}"
-        ))
-        .await?;
-    let rows = client
-        .query(
-            &stmt,
-            &[
-                &pick.campaign_id,
-                &pick.number_id,
-                &pick.open_zones,
-                &pick.variants,
-                &pick.limit,
-            ],
-        )
-        .await?;
-    Ok(assigned(rows))
-}
-
-/// Assigns other queued messages: no preferred sender, or one that cannot
-/// take them now (not in `available`). Open zones in order, oldest first: an
-/// order only `messages_ready_idx` delivers, so the pick reads that index
-/// however the planner estimates the campaign's rows (migration 0010).
-pub async fn schedule_open(
-    client: &impl GenericClient,
-    pick: &Pick<'_>,
-    available: &[Uuid],
-) -> Result<Vec<Assigned>, DbError> {
-    let stmt = client
-        .prepare_cached(&format!(
-            "WITH picked AS (
+             ), open AS (
                  SELECT id FROM messages
-                  WHERE campaign_id = $1 AND state = 'queued' AND not_before IS NULL
+                  WHERE $7 AND campaign_id = $1 AND state = 'queued' AND not_before IS NULL
                     AND recipient_zone = ANY($3) AND variant = ANY($4)
-                    AND (preferred_number_id IS NULL OR preferred_number_id = $2
-                         OR NOT (preferred_number_id = ANY($6)))
+                    AND (preferred_number_id IS NULL
+                         OR NOT (preferred_number_id = $2 OR preferred_number_id = ANY($6)))
                   ORDER BY recipient_zone, id
-                  LIMIT $5
+                  LIMIT $5 - (SELECT count(*) FROM preferred)
                   FOR UPDATE SKIP LOCKED
+             ), picked AS (
+                 SELECT id FROM preferred UNION ALL SELECT id FROM open
              )
              {ASSIGN}"
         ))
@@ -207,7 +192,8 @@ pub async fn schedule_open(
                 &pick.open_zones,
                 &pick.variants,
                 &pick.limit,
-                &available,
+                &others.unwrap_or_default(),
+                &others.is_some(),
             ],
         )
         .await?;
