@@ -4,18 +4,18 @@
 //!    release retries whose back-off is over, start scheduled campaigns, end
 //!    campaigns past `end_by`.
 //! 2. Read every live number at once: budget, warm-up day, jobs in flight.
-//! 3. For each number with room (look-ahead not full, allowance left; a few
-//!    numbers at once, `plan_concurrency`), in its own transaction under a
-//!    row lock on the number (and on its tenant when the tenant has a cap):
-//!    direct messages first, then its running campaigns oldest first, each
-//!    checked still running under a share lock on its row (a pause landing
-//!    mid-pass leaves nothing of it scheduled): recipients who prefer this
-//!    number, then anyone else's whose preferred number cannot take them now,
-//!    only in time zones whose send window is open, only variants under their
-//!    daily limit. A time-locked number only writes to recipients it already
-//!    wrote to.
-//! 4. Publish the jobs (with the number's pacing) after the commit, while
-//!    the next numbers are planned.
+//! 3. For each number with room (look-ahead not full, allowance left;
+//!    `plan_batch` numbers to a transaction, `plan_concurrency` transactions
+//!    at once), under a row lock on the number (and on its tenant when the
+//!    tenant has a cap): direct messages first, then its running campaigns
+//!    oldest first, each checked still running under a share lock on its row
+//!    (a pause landing mid-pass leaves nothing of it scheduled): recipients
+//!    who prefer this number, then anyone else's whose preferred number
+//!    cannot take them now, only in time zones whose send window is open,
+//!    only variants under their daily limit. A time-locked number only
+//!    writes to recipients it already wrote to.
+//! 4. Publish the jobs (with each number's pacing) after the batch's commit,
+//!    while the next batches are planned.
 //! 5. Republish lost jobs, complete finished campaigns, and now and then
 //!    judge the circuit breakers ([`crate::breakers`]).
 //!
@@ -28,7 +28,7 @@ use std::{
     time::Instant,
 };
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use futures_util::StreamExt;
 use herald_shared::{
     Config,
@@ -39,6 +39,7 @@ use herald_shared::{
         campaigns::PlanningCampaign,
         messages::{Assigned, Pick},
         planning::LiveNumber,
+        sender_usage::{DayBudget, TenantDay},
     },
     domain::NumberState,
     events::{Event, EventBody},
@@ -98,6 +99,30 @@ struct Candidate<'a> {
     direct: bool,
 }
 
+/// What a pass knows before planning any number.
+struct PassView<'a> {
+    /// Each running campaign's recipient zone keys open now.
+    open_zones: &'a HashMap<Uuid, Vec<String>>,
+    /// Numbers that could take a recipient today.
+    available: &'a [Uuid],
+    now: DateTime<Utc>,
+}
+
+/// What one number took in its batch's transaction.
+#[derive(Default)]
+struct Picked {
+    assigned: Vec<Assigned>,
+    /// The ones from campaigns (their recipients stick to the number).
+    from_campaigns: Vec<i64>,
+}
+
+fn sorted_unique(ids: impl Iterator<Item = Uuid>) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 impl Planner {
     pub fn new(
         pool: Pool,
@@ -146,25 +171,32 @@ impl Planner {
             .map(|n| n.id)
             .collect();
         let open_zones = open_zones_by_campaign(&campaigns, now);
-        // Numbers are planned a few at a time (`plan_concurrency`), each in
-        // its own transaction: the row locks that keep replicas apart keep
-        // these apart too, and the waits for commits overlap. A number's
-        // jobs are published after its commit without holding its planning
-        // place, so the broker's confirms overlap the planning of the next
-        // numbers instead of delaying it.
+        // Numbers are planned `plan_batch` to a transaction, a few
+        // transactions at a time (`plan_concurrency`): the row locks that
+        // keep replicas apart keep these apart too, and the waits for
+        // commits overlap. A batch's jobs are published after its commit
+        // without holding its planning place, so the broker's confirms
+        // overlap the planning of the next numbers instead of delaying it.
         let candidates = self.candidates(&numbers, &campaigns, &direct);
+        let view = PassView {
+            open_zones: &open_zones,
+            available: &available,
+            now,
+        };
         let planning = Semaphore::new(self.config.plan_concurrency.max(1));
-        let plans: Vec<_> = candidates
+        let batches: Vec<&[Candidate<'_>]> =
+            candidates.chunks(self.config.plan_batch.max(1)).collect();
+        let plans: Vec<_> = batches
             .iter()
-            .map(|candidate| self.plan_number(candidate, &open_zones, &available, now, &planning))
+            .map(|batch| self.plan_batch(batch, &view, &planning))
             .collect();
         let planned: Vec<Result<(usize, usize), PlanError>> = futures_util::stream::iter(plans)
-            .buffer_unordered(candidates.len().max(1))
+            .buffer_unordered(batches.len().max(1))
             .collect()
             .await;
+        report.planned = candidates.len();
         for result in planned {
             let (published, failed) = result?;
-            report.planned += 1;
             report.scheduled += published;
             report.unpublished += failed;
         }
@@ -225,81 +257,185 @@ impl Planner {
             .collect()
     }
 
-    /// Schedules and publishes what one number may take now. Returns the jobs
-    /// published and the jobs that could not be (put back in the queue).
-    async fn plan_number(
+    /// Schedules what a batch of numbers may take now, in one transaction
+    /// under their row locks, and publishes their jobs after its commit.
+    /// Returns the jobs published and the jobs that could not be (put back in
+    /// the queue).
+    ///
+    /// Round trips, not statements, are what a planning transaction waits
+    /// for (docs/BENCHMARKS.md, "Numbers planned in batches"): each step
+    /// below is one, for every number of the batch at once.
+    async fn plan_batch(
         &self,
-        candidate: &Candidate<'_>,
-        open_zones: &HashMap<Uuid, Vec<String>>,
-        available: &[Uuid],
-        now: DateTime<Utc>,
+        batch: &[Candidate<'_>],
+        view: &PassView<'_>,
         planning: &Semaphore,
     ) -> Result<(usize, usize), PlanError> {
-        let number = candidate.number;
         let permit = planning
             .acquire()
             .await
             .expect("the semaphore is never closed");
         let mut client = self.pool.get().await.map_err(DbError::from)?;
         let tx = client.transaction().await.map_err(DbError::from)?;
-        // The row locks make replicas plan a number (and a capped tenant) one
-        // at a time, and the counts read after them are fresh. The settings
-        // and the number's lock are sent together (one round trip).
-        let ((), budget) = tokio::try_join!(
+        // The row locks (in id order) make replicas plan a number one at a
+        // time, and the counts read after them are fresh. The settings and
+        // the locks are sent together.
+        let ids: Vec<Uuid> = batch.iter().map(|c| c.number.id).collect();
+        let ((), mut budgets) = tokio::try_join!(
             db::planning::for_planning(&tx),
-            db::sender_usage::lock_today(&tx, number.id, now),
+            db::sender_usage::lock_today(&tx, &ids, view.now),
         )?;
-        let Some(budget) = budget else {
-            return Ok((0, 0));
-        };
-        // Read after the number's lock, sent together (one round trip): the
-        // tenant's budget, the jobs in flight, and whether each campaign with
-        // an open zone still runs. Paused or cancelled since the pass began:
-        // its messages are left alone. Running: a share lock on its row
-        // until the commit, so a pause that comes later waits for it and then
-        // unschedules what this number picks.
-        let pickable: Vec<(&PlanningCampaign, &Vec<String>)> = candidate
-            .campaigns
+        // A number deleted since the pass began is left out.
+        let locked: Vec<(&Candidate<'_>, DayBudget)> = batch
             .iter()
-            .filter_map(|&c| Some((c, open_zones.get(&c.id).filter(|z| !z.is_empty())?)))
+            .filter_map(|c| Some((c, budgets.remove(&c.number.id)?)))
             .collect();
-        let (tenant, in_flight, running) = tokio::try_join!(
-            db::sender_usage::lock_tenant_today(&tx, number.tenant_id, now),
-            db::messages::in_flight(&tx, number.id),
-            futures_util::future::try_join_all(
-                pickable
-                    .iter()
-                    .map(|(c, _)| db::campaigns::share_if_running(&tx, c.id)),
-            ),
-        )?;
-        let allowance = daily_allowance(&AllowanceInputs {
-            plan_volume: self.plan_volume(&budget.warmup_plan, budget.day_index),
-            number_cap: i64::from(budget.daily_cap),
-            number_used: i64::from(budget.used),
-            tenant_cap: tenant.cap.map(i64::from),
-            tenant_used: i64::from(tenant.used),
-        });
-        let mut room = (self.lookahead(number) - in_flight).min(allowance).max(0);
-        if room == 0 {
+        let locked_ids: Vec<Uuid> = locked.iter().map(|(c, _)| c.number.id).collect();
+        let tenant_ids: Vec<Uuid> = sorted_unique(locked.iter().map(|(c, _)| c.number.tenant_id));
+        let campaign_ids: Vec<Uuid> = sorted_unique(
+            locked
+                .iter()
+                .flat_map(|(c, _)| &c.campaigns)
+                .filter(|c| view.open_zones.get(&c.id).is_some_and(|z| !z.is_empty()))
+                .map(|c| c.id),
+        );
+        // Read after the numbers' locks, sent together: the tenants' budgets
+        // (capped ones locked), the jobs in flight, and whether each campaign
+        // with an open zone still runs. Paused or cancelled since the pass
+        // began: its messages are left alone. Running: a share lock on its
+        // row until the commit, so a pause that comes later waits for it and
+        // then unschedules what these numbers pick.
+        let (tenants, in_flight, running) = tokio::try_join!(
+                db::sender_usage::lock_tenants_today(&tx, &tenant_ids, view.now),
+                db::messages::in_flight(&tx, &locked_ids),
+                futures_util::future::try_join_all(
+                    campaign_ids.iter().map(|&id| {
+                        let tx = &tx;
+                        async move {
+                            Ok::<_, DbError>((id, db::campaigns::share_if_running(tx, id).await?))
+                        }
+                    })
+                ),
+            )?;
+        let running: HashSet<Uuid> = running
+            .into_iter()
+            .filter_map(|(id, running)| running.then_some(id))
+            .collect();
+        // Each number's room, in order: a capped tenant's numbers share what
+        // is left of its budget (counted as if each took all its room).
+        let mut reserved: HashMap<Uuid, i64> = HashMap::new();
+        let mut rooms: Vec<(&Candidate<'_>, &DayBudget, i64)> = Vec::new();
+        for (candidate, budget) in &locked {
+            let number = candidate.number;
+            let Some(tenant) = tenants.get(&number.tenant_id) else {
+                continue;
+            };
+            let reserved = reserved.entry(number.tenant_id).or_default();
+            let allowance = daily_allowance(&AllowanceInputs {
+                plan_volume: self.plan_volume(&budget.warmup_plan, budget.day_index),
+                number_cap: i64::from(budget.daily_cap),
+                number_used: i64::from(budget.used),
+                tenant_cap: tenant.cap.map(i64::from),
+                tenant_used: i64::from(tenant.used) + *reserved,
+            });
+            let in_flight = in_flight.get(&number.id).copied().unwrap_or(0);
+            let room = (self.lookahead(number) - in_flight).min(allowance).max(0);
+            *reserved += room;
+            if room > 0 {
+                rooms.push((candidate, budget, room));
+            }
+        }
+        // Every number's picks, pipelined: the server runs them one after
+        // the other, each seeing what the ones before it took.
+        let picked: Vec<Picked> =
+            futures_util::future::try_join_all(rooms.iter().map(|&(candidate, budget, room)| {
+                self.pick(&tx, candidate, budget, room, &running, view)
+            }))
+            .await?;
+        let planned: Vec<(&Candidate<'_>, &DayBudget, Picked)> = rooms
+            .iter()
+            .zip(picked)
+            .filter(|(_, picked)| !picked.assigned.is_empty())
+            .map(|(&(candidate, budget, _), picked)| (candidate, budget, picked))
+            .collect();
+        if planned.is_empty() {
             return Ok((0, 0));
         }
-        let mut assigned: Vec<Assigned> = Vec::new();
-        if candidate.direct {
-            let direct = db::messages::schedule_direct(&tx, number.id, room).await?;
-            room -= direct.len() as i64;
-            assigned.extend(direct);
+        // The closing writes, sent together: each number's usage, each capped
+        // tenant's, and the sticky senders (one statement, one order for
+        // every planner).
+        let usage: Vec<(Uuid, NaiveDate, i32)> = planned
+            .iter()
+            .map(|(c, budget, picked)| (c.number.id, budget.day, picked.assigned.len() as i32))
+            .collect();
+        let mut tenant_usage: HashMap<Uuid, i32> = HashMap::new();
+        for (candidate, _, picked) in &planned {
+            let tenant_id = candidate.number.tenant_id;
+            if tenants[&tenant_id].cap.is_some() {
+                *tenant_usage.entry(tenant_id).or_default() += picked.assigned.len() as i32;
+            }
         }
-        let mut from_campaigns: Vec<i64> = Vec::new();
-        for (&(campaign, zones), running) in pickable.iter().zip(running) {
+        let senders: Vec<(Uuid, i64)> = planned
+            .iter()
+            .flat_map(|(c, _, picked)| picked.from_campaigns.iter().map(|&id| (c.number.id, id)))
+            .collect();
+        tokio::try_join!(
+            db::sender_usage::add(&tx, &usage),
+            futures_util::future::try_join_all(tenant_usage.iter().map(|(&id, &count)| {
+                db::sender_usage::add_tenant(&tx, id, tenants[&id].day, count)
+            }),),
+            db::messages::remember_senders(&tx, &senders),
+        )?;
+        tx.commit().await.map_err(DbError::from)?;
+        drop(client);
+        drop(permit);
+
+        let published =
+            futures_util::future::try_join_all(planned.iter().map(|(c, budget, picked)| {
+                self.publish_planned(
+                    c.number,
+                    budget,
+                    &tenants[&c.number.tenant_id],
+                    &picked.assigned,
+                )
+            }))
+            .await?;
+        Ok(published
+            .into_iter()
+            .fold((0, 0), |(sent, failed), (s, f)| (sent + s, failed + f)))
+    }
+
+    /// What one number may take now, within `room`: its direct messages
+    /// first, then its running campaigns oldest first.
+    async fn pick(
+        &self,
+        tx: &impl db::GenericClient,
+        candidate: &Candidate<'_>,
+        budget: &DayBudget,
+        mut room: i64,
+        running: &HashSet<Uuid>,
+        view: &PassView<'_>,
+    ) -> Result<Picked, DbError> {
+        let number = candidate.number;
+        let mut picked = Picked::default();
+        if candidate.direct {
+            let direct = db::messages::schedule_direct(tx, number.id, room).await?;
+            room -= direct.len() as i64;
+            picked.assigned.extend(direct);
+        }
+        for &campaign in &candidate.campaigns {
             if room == 0 {
                 break;
             }
-            if !running {
+            if !running.contains(&campaign.id) {
                 continue;
             }
+            let Some(zones) = view.open_zones.get(&campaign.id) else {
+                continue;
+            };
             let mut got = Vec::new();
             let rooms = self
-                .variant_rooms(&tx, campaign, number.id, budget.day)
+                .variant_rooms(tx, campaign, number.id, budget.day)
                 .await?;
             for (variants, variant_room) in rooms {
                 let limit = variant_room.min(room - got.len() as i64);
@@ -315,8 +451,8 @@ impl Planner {
                 };
                 // A time-locked number may only write to people it already
                 // wrote to.
-                let others = (number.state != NumberState::Timelocked).then_some(available);
-                got.extend(db::messages::schedule_campaign(&tx, &pick, others).await?);
+                let others = (number.state != NumberState::Timelocked).then_some(view.available);
+                got.extend(db::messages::schedule_campaign(tx, &pick, others).await?);
             }
             if got.is_empty() {
                 continue;
@@ -328,44 +464,30 @@ impl Planner {
                     *per_variant.entry(a.variant).or_default() += 1;
                 }
                 let counts: Vec<(i16, i32)> = per_variant.into_iter().collect();
-                db::sender_usage::add_variants(&tx, number.id, budget.day, campaign.id, &counts)
+                db::sender_usage::add_variants(tx, number.id, budget.day, campaign.id, &counts)
                     .await?;
             }
-            from_campaigns.extend(got.iter().map(|a| a.id));
-            assigned.extend(got);
+            picked.from_campaigns.extend(got.iter().map(|a| a.id));
+            picked.assigned.extend(got);
         }
-        if assigned.is_empty() {
-            return Ok((0, 0));
-        }
-        let count = assigned.len() as i32;
-        // Independent writes, sent together.
-        let tenant_usage = async {
-            if tenant.cap.is_none() {
-                return Ok(());
-            }
-            db::sender_usage::add_tenant(&tx, number.tenant_id, tenant.day, count).await
-        };
-        let senders = async {
-            if from_campaigns.is_empty() {
-                return Ok(());
-            }
-            db::messages::remember_senders(&tx, number.id, &from_campaigns).await
-        };
-        tokio::try_join!(
-            db::sender_usage::add(&tx, number.id, budget.day, count),
-            tenant_usage,
-            senders,
-        )?;
-        tx.commit().await.map_err(DbError::from)?;
-        drop(client);
-        drop(permit);
+        Ok(picked)
+    }
 
+    /// Publishes a number's jobs after its planning commit; what cannot be
+    /// published goes back to the queue (and the budgets), to be planned
+    /// again. Returns the jobs published and those put back.
+    async fn publish_planned(
+        &self,
+        number: &LiveNumber,
+        budget: &DayBudget,
+        tenant: &TenantDay,
+        assigned: &[Assigned],
+    ) -> Result<(usize, usize), PlanError> {
         let ids: Vec<i64> = assigned.iter().map(|a| a.id).collect();
         let failed = self
             .publish_jobs(number.id, &ids, Some(self.job_pacing(number)))
             .await;
         if !failed.is_empty() {
-            // Back to the queue (and the budgets), to be planned again.
             let client = self.pool.get().await.map_err(DbError::from)?;
             let returned = db::messages::unschedule(&client, &failed).await? as i32;
             db::sender_usage::give_back(&client, number.id, budget.day, returned).await?;

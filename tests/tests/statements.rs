@@ -11,7 +11,7 @@ use herald_shared::db::{
 };
 use herald_tests::{
     TestDb,
-    fixtures::{Fixture, state_of},
+    fixtures::{CampaignSpec, Fixture, state_of},
 };
 use herald_worker::{
     claims::{ClaimWriter, Claims},
@@ -754,6 +754,51 @@ async fn the_pick_takes_its_own_recipients_first_then_others_it_may() {
     assert_eq!(picked(100, Some(&available[..])).await, expected);
 }
 
+/// Two numbers planned in one transaction may each take a message to the
+/// same person (two campaigns): the sticky senders are one statement, and the
+/// number with the later message keeps the recipient, whatever the order
+/// they are given in.
+#[tokio::test]
+async fn a_recipient_two_numbers_take_at_once_sticks_to_the_later_message() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let a = fx.number(&db, 1, 100).await;
+    let b = fx.number(&db, 2, 100).await;
+    let phones = ["+5511987650001".to_string(), "+5511987650002".to_string()];
+    let spec = |number| CampaignSpec {
+        phones: Some(&phones),
+        ..CampaignSpec::new(std::slice::from_ref(number), 2)
+    };
+    let first = fx.campaign_with(&db, &spec(&a)).await;
+    let second = fx.campaign_with(&db, &spec(&b)).await;
+    let client = db.pool.get().await.unwrap();
+    let from_a = messages::schedule_campaign(&client, &pick(first, a, 1), Some(&[]))
+        .await
+        .unwrap()[0]
+        .id;
+    let from_b = messages::schedule_campaign(&client, &pick(second, b, 1), Some(&[]))
+        .await
+        .unwrap()[0]
+        .id;
+    assert!(from_a < from_b);
+    let sticky = || async {
+        client
+            .query(
+                "SELECT recipient, number_id FROM recipient_senders ORDER BY recipient",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect::<Vec<(String, Uuid)>>()
+    };
+    for given in [[(b, from_b), (a, from_a)], [(a, from_a), (b, from_b)]] {
+        messages::remember_senders(&client, &given).await.unwrap();
+        assert_eq!(sticky().await, [(phones[0].clone(), b)]);
+    }
+}
+
 /// A campaign that is most of the table, its oldest 20,000 messages sent,
 /// three in four of the rest in a zone whose window is closed (and whose key
 /// sorts first), statistics taken before any message was scheduled: the shape in
@@ -805,10 +850,12 @@ async fn the_planners_statements_read_few_pages_however_the_campaign_is_estimate
         .unwrap();
     assert!(stale.is_empty());
     // The planner's other statements that read `messages`, prepared too.
-    assert_eq!(messages::in_flight(&client, number).await.unwrap(), 3);
-    messages::remember_senders(&client, number, &oldest_open)
-        .await
-        .unwrap();
+    assert_eq!(
+        messages::in_flight(&client, &[number]).await.unwrap(),
+        [(number, 3)].into()
+    );
+    let senders: Vec<(Uuid, i64)> = oldest_open.iter().map(|&id| (number, id)).collect();
+    messages::remember_senders(&client, &senders).await.unwrap();
 
     // The statements as prepared on this connection, run each way in a
     // transaction rolled back: the pages the whole statement touched.
@@ -819,12 +866,15 @@ async fn the_planners_statements_read_few_pages_however_the_campaign_is_estimate
         ),
         ("%WITH stale AS%", "0, 1000".to_string()),
         (
-            "%WHERE sender_number_id = $1 AND state IN ('scheduled', 'sending')%",
-            format!("'{number}'"),
+            "%WHERE sender_number_id = ANY($1) AND state IN ('scheduled', 'sending')%",
+            format!("'{{{number}}}'"),
         ),
         (
             "%INSERT INTO recipient_senders%",
-            format!("'{number}', '{{{}, {}}}'", oldest_open[0], oldest_open[1]),
+            format!(
+                "'{{{number}, {number}}}', '{{{}, {}}}'",
+                oldest_open[0], oldest_open[1]
+            ),
         ),
     ] {
         let name: String = client
@@ -872,9 +922,10 @@ async fn the_daily_budget_is_counted_per_day_of_the_numbers_zone() {
         )
         .await
         .unwrap();
-    let budget = sender_usage::lock_today(&client, number, Utc::now())
+    let budget = sender_usage::lock_today(&client, &[number], Utc::now())
         .await
         .unwrap()
+        .remove(&number)
         .unwrap();
     let local_today: chrono::NaiveDate = client
         .query_one(
@@ -886,18 +937,19 @@ async fn the_daily_budget_is_counted_per_day_of_the_numbers_zone() {
         .get(0);
     assert_eq!(budget.day, local_today);
     assert_eq!((budget.daily_cap, budget.used), (5, 0));
-    sender_usage::add(&client, number, budget.day, 3)
+    sender_usage::add(&client, &[(number, budget.day, 3)])
         .await
         .unwrap();
-    sender_usage::add(&client, number, budget.day, 1)
+    sender_usage::add(&client, &[(number, budget.day, 1)])
         .await
         .unwrap();
     sender_usage::give_back(&client, number, budget.day, 2)
         .await
         .unwrap();
-    let budget = sender_usage::lock_today(&client, number, Utc::now())
+    let budget = sender_usage::lock_today(&client, &[number], Utc::now())
         .await
         .unwrap()
+        .remove(&number)
         .unwrap();
     assert_eq!(budget.used, 2);
 }

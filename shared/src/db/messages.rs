@@ -2,7 +2,7 @@
 //! whether a message may be sent. Every transition is a conditional UPDATE on
 //! the current state, so a duplicated or late job finds nothing to do.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -88,16 +88,21 @@ pub async fn insert_for_campaign(
     Ok(inserted)
 }
 
-/// Jobs of a number not yet finished by its worker (`scheduled` or `sending`):
-/// the look-ahead already spent.
-pub async fn in_flight(client: &impl GenericClient, number_id: Uuid) -> Result<i64, DbError> {
+/// Jobs not yet finished by their worker (`scheduled` or `sending`), the
+/// look-ahead already spent, of each of these numbers that has any.
+pub async fn in_flight(
+    client: &impl GenericClient,
+    number_ids: &[Uuid],
+) -> Result<HashMap<Uuid, i64>, DbError> {
     let stmt = client
         .prepare_cached(
-            "SELECT count(*) FROM messages
-              WHERE sender_number_id = $1 AND state IN ('scheduled', 'sending')",
+            "SELECT sender_number_id, count(*) FROM messages
+              WHERE sender_number_id = ANY($1) AND state IN ('scheduled', 'sending')
+              GROUP BY sender_number_id",
         )
         .await?;
-    Ok(client.query_one(&stmt, &[&number_id]).await?.get(0))
+    let rows = client.query(&stmt, &[&number_ids]).await?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
 /// A message just given to a number.
@@ -247,24 +252,31 @@ pub async fn numbers_with_direct(client: &impl GenericClient) -> Result<Vec<Uuid
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-/// Remembers `number_id` as the sender of these messages' recipients.
+/// Remembers each number as the sender of its messages' recipients:
+/// `(number, message)` pairs. A recipient given to two numbers at once keeps
+/// the one with the later message.
 pub async fn remember_senders(
     client: &impl GenericClient,
-    number_id: Uuid,
-    message_ids: &[i64],
+    assigned: &[(Uuid, i64)],
 ) -> Result<(), DbError> {
+    if assigned.is_empty() {
+        return Ok(());
+    }
+    let (numbers, messages): (Vec<Uuid>, Vec<i64>) = assigned.iter().copied().unzip();
     let stmt = client
         .prepare_cached(
             "INSERT INTO recipient_senders (tenant_id, recipient, number_id, last_assigned_at)
-             SELECT tenant_id, recipient, $1, now() FROM messages WHERE id = ANY($2)
+             SELECT DISTINCT ON (m.tenant_id, m.recipient) m.tenant_id, m.recipient, a.number_id, now()
+               FROM unnest($1::uuid[], $2::int8[]) AS a (number_id, message_id)
+               JOIN messages m ON m.id = a.message_id
               -- One order for every planner: two planning the same recipient
               -- at once wait for each other, never deadlock.
-              ORDER BY tenant_id, recipient
+              ORDER BY m.tenant_id, m.recipient, a.message_id DESC
              ON CONFLICT (tenant_id, recipient) DO UPDATE
                 SET number_id = EXCLUDED.number_id, last_assigned_at = EXCLUDED.last_assigned_at",
         )
         .await?;
-    client.execute(&stmt, &[&number_id, &message_ids]).await?;
+    client.execute(&stmt, &[&numbers, &messages]).await?;
     Ok(())
 }
 

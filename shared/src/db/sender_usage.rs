@@ -2,6 +2,8 @@
 //! day (of the number's, or the tenant's, time zone), the authoritative counts
 //! behind daily caps, whichever scheduler replica assigned them.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -21,52 +23,55 @@ pub struct DayBudget {
     pub day_index: i64,
 }
 
-/// Locks the number's row (until the transaction ends) and reads its budget.
-/// `None` if the number no longer exists.
+/// Locks the numbers' rows (until the transaction ends) in id order and reads
+/// their budgets. A number that no longer exists is missing from the map.
 ///
 /// Two statements on purpose: under READ COMMITTED a statement that waited for
-/// the row lock still reads other tables with the snapshot it started with, so
+/// a row lock still reads other tables with the snapshot it started with, so
 /// a usage count read in the locking statement would miss what the previous
 /// lock holder just committed. The second statement takes a fresh snapshot.
 /// They are sent together (one round trip): the server runs the second only
-/// once the first holds the lock, so it still reads after the lock. Both are
+/// once the first holds the locks, so it still reads after them. Both are
 /// prepared before either is sent, so that nothing of the connection's first
-/// use can reorder them.
+/// use can reorder them. Every planner locks its numbers in one statement in
+/// id order, so two planning overlapping sets wait for each other, never
+/// deadlock.
 pub async fn lock_today(
     client: &impl GenericClient,
-    number_id: Uuid,
+    number_ids: &[Uuid],
     now: DateTime<Utc>,
-) -> Result<Option<DayBudget>, DbError> {
+) -> Result<HashMap<Uuid, DayBudget>, DbError> {
     let (lock, usage) = tokio::try_join!(
         client.prepare_cached(
-            "SELECT ($2::timestamptz AT TIME ZONE time_zone)::date, daily_cap, warmup_plan,
+            "SELECT id, ($2::timestamptz AT TIME ZONE time_zone)::date, daily_cap, warmup_plan,
                     ($2::timestamptz AT TIME ZONE time_zone)::date - warmup_started_on
-               FROM sender_numbers WHERE id = $1 FOR UPDATE",
+               FROM sender_numbers WHERE id = ANY($1) ORDER BY id FOR UPDATE",
         ),
         client.prepare_cached(
-            "SELECT u.assigned
+            "SELECT u.number_id, u.assigned
                FROM sender_usage u JOIN sender_numbers n ON n.id = u.number_id
-              WHERE u.number_id = $1 AND u.day = ($2::timestamptz AT TIME ZONE n.time_zone)::date",
+              WHERE u.number_id = ANY($1)
+                AND u.day = ($2::timestamptz AT TIME ZONE n.time_zone)::date",
         ),
     )?;
-    let params: [&(dyn ToSql + Sync); 2] = [&number_id, &now];
-    let (row, used) = tokio::try_join!(
-        client.query_opt(&lock, &params),
-        client.query_opt(&usage, &params),
-    )?;
-    let Some(row) = row else {
-        return Ok(None);
-    };
-    let (day, daily_cap, warmup_plan): (NaiveDate, i32, String) =
-        (row.get(0), row.get(1), row.get(2));
-    let day_index = i64::from(row.get::<_, i32>(3));
-    Ok(Some(DayBudget {
-        day,
-        daily_cap,
-        used: used.map_or(0, |row| row.get(0)),
-        warmup_plan,
-        day_index,
-    }))
+    let params: [&(dyn ToSql + Sync); 2] = [&number_ids, &now];
+    let (rows, used) =
+        tokio::try_join!(client.query(&lock, &params), client.query(&usage, &params))?;
+    let used: HashMap<Uuid, i32> = used.iter().map(|row| (row.get(0), row.get(1))).collect();
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let id: Uuid = row.get(0);
+            let budget = DayBudget {
+                day: row.get(1),
+                daily_cap: row.get(2),
+                used: used.get(&id).copied().unwrap_or(0),
+                warmup_plan: row.get(3),
+                day_index: i64::from(row.get::<_, i32>(4)),
+            };
+            (id, budget)
+        })
+        .collect())
 }
 
 /// Messages given to a number on `day` (no lock).
@@ -84,19 +89,30 @@ pub async fn used_on(
         .map_or(0, |row| row.get(0)))
 }
 
+/// Adds messages assigned to numbers on a day: `(number, day, count)`.
 pub async fn add(
     client: &impl GenericClient,
-    number_id: Uuid,
-    day: NaiveDate,
-    count: i32,
+    counts: &[(Uuid, NaiveDate, i32)],
 ) -> Result<(), DbError> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let mut numbers = Vec::with_capacity(counts.len());
+    let mut days = Vec::with_capacity(counts.len());
+    let mut assigned = Vec::with_capacity(counts.len());
+    for &(number_id, day, count) in counts {
+        numbers.push(number_id);
+        days.push(day);
+        assigned.push(count);
+    }
     let stmt = client
         .prepare_cached(
-            "INSERT INTO sender_usage AS u (number_id, day, assigned) VALUES ($1, $2, $3)
+            "INSERT INTO sender_usage AS u (number_id, day, assigned)
+             SELECT * FROM unnest($1::uuid[], $2::date[], $3::int4[])
              ON CONFLICT (number_id, day) DO UPDATE SET assigned = u.assigned + EXCLUDED.assigned",
         )
         .await?;
-    client.execute(&stmt, &[&number_id, &day, &count]).await?;
+    client.execute(&stmt, &[&numbers, &days, &assigned]).await?;
     Ok(())
 }
 
@@ -126,28 +142,64 @@ pub struct TenantDay {
     pub used: i32,
 }
 
-pub async fn lock_tenant_today(
+/// Locks the capped ones among these tenants (in id order, until the
+/// transaction ends) and reads every one's budget for today. A tenant without
+/// a cap is not locked: its numbers' planners need not wait for each other.
+/// Three statements in one round trip: the uncapped tenants' days, the lock,
+/// then the capped ones' days, caps and usage with a fresh snapshot (see
+/// [`lock_today`]).
+pub async fn lock_tenants_today(
     client: &impl GenericClient,
-    tenant_id: Uuid,
+    tenant_ids: &[Uuid],
     now: DateTime<Utc>,
-) -> Result<TenantDay, DbError> {
-    tenant_today(client, tenant_id, now, true).await
+) -> Result<HashMap<Uuid, TenantDay>, DbError> {
+    let (uncapped, lock, capped) = tokio::try_join!(
+        client.prepare_cached(
+            "SELECT id, ($2::timestamptz AT TIME ZONE time_zone)::date
+               FROM tenants WHERE id = ANY($1) AND daily_cap IS NULL",
+        ),
+        client.prepare_cached(
+            "SELECT 1 FROM tenants WHERE id = ANY($1) AND daily_cap IS NOT NULL
+              ORDER BY id FOR UPDATE",
+        ),
+        client.prepare_cached(
+            "SELECT t.id, d.day, t.daily_cap, coalesce(u.assigned, 0)
+               FROM tenants t
+              CROSS JOIN LATERAL (SELECT ($2::timestamptz AT TIME ZONE t.time_zone)::date AS day) d
+               LEFT JOIN tenant_usage u ON u.tenant_id = t.id AND u.day = d.day
+              WHERE t.id = ANY($1) AND t.daily_cap IS NOT NULL",
+        ),
+    )?;
+    let params: [&(dyn ToSql + Sync); 2] = [&tenant_ids, &now];
+    let (uncapped, _, capped) = tokio::try_join!(
+        client.query(&uncapped, &params),
+        client.query(&lock, &params[..1]),
+        client.query(&capped, &params),
+    )?;
+    let uncapped = uncapped.iter().map(|row| {
+        let day = TenantDay {
+            day: row.get(1),
+            cap: None,
+            used: 0,
+        };
+        (row.get(0), day)
+    });
+    let capped = capped.iter().map(|row| {
+        let day = TenantDay {
+            day: row.get(1),
+            cap: row.get(2),
+            used: row.get(3),
+        };
+        (row.get(0), day)
+    });
+    Ok(uncapped.chain(capped).collect())
 }
 
-/// As [`lock_tenant_today`], without the lock (for projections).
+/// A tenant's budget for today, without a lock (for projections).
 pub async fn peek_tenant_today(
     client: &impl GenericClient,
     tenant_id: Uuid,
     now: DateTime<Utc>,
-) -> Result<TenantDay, DbError> {
-    tenant_today(client, tenant_id, now, false).await
-}
-
-async fn tenant_today(
-    client: &impl GenericClient,
-    tenant_id: Uuid,
-    now: DateTime<Utc>,
-    lock: bool,
 ) -> Result<TenantDay, DbError> {
     let peek = client
         .prepare_cached(
@@ -159,14 +211,6 @@ async fn tenant_today(
     let (day, cap): (NaiveDate, Option<i32>) = (row.get(0), row.get(1));
     if cap.is_none() {
         return Ok(TenantDay { day, cap, used: 0 });
-    }
-    if lock {
-        // Serialise planners of the tenant's numbers; then read with a fresh
-        // snapshot (see `lock_today`).
-        let lock = client
-            .prepare_cached("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-            .await?;
-        client.query_one(&lock, &[&tenant_id]).await?;
     }
     let usage = client
         .prepare_cached("SELECT assigned FROM tenant_usage WHERE tenant_id = $1 AND day = $2")
