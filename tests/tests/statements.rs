@@ -440,6 +440,127 @@ async fn the_receipt_writer_applies_every_numbers_receipts_delivered_first() {
 /// statement, each answered with its own message or with nothing, as the
 /// claim alone would have answered it; only the numbers that claimed
 /// something are stamped.
+/// A claim stamps its numbers in id order, as planners lock them: waiting
+/// for one number, it holds none after it, so a planner locking a batch of
+/// numbers in id order never deadlocks with a worker's claims (it did, in
+/// `herald-bench pipeline`, when the stamp locked in the table's order).
+#[tokio::test]
+async fn a_claim_waiting_for_a_number_holds_none_after_it() {
+    let db = TestDb::create().await;
+    let (_fx, n1, n2, campaign) = two_numbers(&db).await;
+    let (low, high) = (n1.min(n2), n1.max(n2));
+    let client = db.pool.get().await.unwrap();
+    // The higher number first in the table's physical order, and in the
+    // claims' order: a new version of the lower one's row goes after it.
+    client
+        .execute(
+            "UPDATE sender_numbers SET label = label WHERE id = $1",
+            &[&low],
+        )
+        .await
+        .unwrap();
+    let mut claims = Vec::new();
+    for number in [high, low] {
+        let epoch = lease(&client, number).await;
+        claims.push(Claim {
+            message_id: scheduled_message(&db, number, campaign).await,
+            number_id: number,
+            owner: "w1".into(),
+            epoch,
+        });
+    }
+    // A planner holds the lower number.
+    let mut holder = db.pool.get().await.unwrap();
+    let planner = holder.transaction().await.unwrap();
+    planner
+        .execute(
+            "SELECT 1 FROM sender_numbers WHERE id = $1 FOR UPDATE",
+            &[&low],
+        )
+        .await
+        .unwrap();
+    let claiming = tokio::spawn({
+        let pool = db.pool.clone();
+        async move {
+            let client = pool.get().await.unwrap();
+            messages::claim_many(&client, &claims).await.unwrap()
+        }
+    });
+    while client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The claim waits for the lower number without holding the higher.
+    let higher = client
+        .query(
+            "SELECT 1 FROM sender_numbers WHERE id = $1 FOR UPDATE NOWAIT",
+            &[&high],
+        )
+        .await;
+    assert!(higher.is_ok(), "{higher:?}");
+    planner.commit().await.unwrap();
+    let answers = claiming.await.unwrap();
+    assert!(answers.iter().all(Option::is_some), "{answers:?}");
+}
+
+/// The planner's locks on its numbers and its capped tenant leave the
+/// foreign-key checks of rows referring to them through: a transaction that
+/// updated messages of several numbers holds a key-share lock on each (in no
+/// set order), and a planner waiting for one of them while holding others
+/// deadlocked with it.
+#[tokio::test]
+async fn planning_locks_let_references_to_the_number_through() {
+    let db = TestDb::create().await;
+    let (_fx, number, _, _) = two_numbers(&db).await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .execute("UPDATE tenants SET daily_cap = 10", &[])
+        .await
+        .unwrap();
+    let tenant: Uuid = client
+        .query_one(
+            "SELECT tenant_id FROM sender_numbers WHERE id = $1",
+            &[&number],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut referrer = db.pool.get().await.unwrap();
+    let referrer = referrer.transaction().await.unwrap();
+    referrer
+        .batch_execute(&format!(
+            "SELECT 1 FROM sender_numbers WHERE id = '{number}' FOR KEY SHARE;
+             SELECT 1 FROM tenants WHERE id = '{tenant}' FOR KEY SHARE"
+        ))
+        .await
+        .unwrap();
+    let mut planner = db.pool.get().await.unwrap();
+    let planner = planner.transaction().await.unwrap();
+    planner
+        .batch_execute("SET LOCAL lock_timeout = '2s'")
+        .await
+        .unwrap();
+    let budgets = sender_usage::lock_today(&planner, &[number], Utc::now())
+        .await
+        .unwrap();
+    assert!(budgets.contains_key(&number));
+    let tenants = sender_usage::lock_tenants_today(&planner, &[tenant], Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(tenants[&tenant].cap, Some(10));
+    planner.commit().await.unwrap();
+    referrer.commit().await.unwrap();
+}
+
 #[tokio::test]
 async fn the_claim_writer_answers_every_claim_with_its_own_message() {
     let db = TestDb::create().await;

@@ -491,8 +491,12 @@ pub async fn claim_many(
                  RETURNING v.i, m.sender_number_id, m.campaign_id, m.recipient, m.body,
                            m.wa_message_id, m.attempts, m.media
              ), stamped AS (
+                 -- Locked in id order, as planners lock numbers: two lockers
+                 -- of several numbers wait for each other, never deadlock.
                  UPDATE sender_numbers SET last_send_at = now()
-                  WHERE id IN (SELECT sender_number_id FROM claimed)
+                  WHERE id IN (SELECT id FROM sender_numbers
+                                WHERE id IN (SELECT sender_number_id FROM claimed)
+                                ORDER BY id FOR NO KEY UPDATE)
              )
              SELECT i, campaign_id, recipient, body, wa_message_id, attempts, media FROM claimed",
         )

@@ -257,7 +257,10 @@ pub async fn lift_expired(
                FROM (SELECT id, state AS was FROM sender_numbers
                       WHERE (state = 'timelocked' AND timelocked_until <= $1)
                          OR (state = 'banned' AND banned_until <= $1)
-                      FOR UPDATE) old
+                      -- In id order, as every locker of several numbers,
+                      -- and leaving foreign-key checks through (see
+                      -- `sender_usage::lock_today`).
+                      ORDER BY id FOR NO KEY UPDATE) old
               WHERE n.id = old.id
              RETURNING n.id, n.tenant_id, old.was",
         )

@@ -35,7 +35,11 @@ pub struct DayBudget {
 /// prepared before either is sent, so that nothing of the connection's first
 /// use can reorder them. Every planner locks its numbers in one statement in
 /// id order, so two planning overlapping sets wait for each other, never
-/// deadlock.
+/// deadlock. `FOR NO KEY UPDATE`, not `FOR UPDATE`: it keeps out planners
+/// and writers of the row alike, but not the foreign-key checks of rows
+/// that refer to the number (a receipt writer's update of two numbers'
+/// messages takes a key-share lock on each number, in no set order; against
+/// `FOR UPDATE` that deadlocked with a planner holding several numbers).
 pub async fn lock_today(
     client: &impl GenericClient,
     number_ids: &[Uuid],
@@ -45,7 +49,7 @@ pub async fn lock_today(
         client.prepare_cached(
             "SELECT id, ($2::timestamptz AT TIME ZONE time_zone)::date, daily_cap, warmup_plan,
                     ($2::timestamptz AT TIME ZONE time_zone)::date - warmup_started_on
-               FROM sender_numbers WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+               FROM sender_numbers WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
         ),
         client.prepare_cached(
             "SELECT u.number_id, u.assigned
@@ -160,7 +164,7 @@ pub async fn lock_tenants_today(
         ),
         client.prepare_cached(
             "SELECT 1 FROM tenants WHERE id = ANY($1) AND daily_cap IS NOT NULL
-              ORDER BY id FOR UPDATE",
+              ORDER BY id FOR NO KEY UPDATE",
         ),
         client.prepare_cached(
             "SELECT t.id, d.day, t.daily_cap, coalesce(u.assigned, 0)
