@@ -5,15 +5,16 @@
 //!    campaigns past `end_by`.
 //! 2. Read every live number at once: budget, warm-up day, jobs in flight.
 //! 3. For each number with room (look-ahead not full, allowance left;
-//!    `plan_batch` numbers to a transaction, `plan_concurrency` transactions
-//!    at once), under a row lock on the number (and on its tenant when the
-//!    tenant has a cap): direct messages first, then its running campaigns
-//!    oldest first, each checked still running under a share lock on its row
-//!    (a pause landing mid-pass leaves nothing of it scheduled): recipients
-//!    who prefer this number, then anyone else's whose preferred number
-//!    cannot take them now, only in time zones whose send window is open,
-//!    only variants under their daily limit. A time-locked number only
-//!    writes to recipients it already wrote to.
+//!    numbers batched up to `plan_batch_jobs` jobs to a transaction,
+//!    `plan_concurrency` transactions at once), under a row lock on the
+//!    number (and on its tenant when the tenant has a cap): direct messages
+//!    first, then its running campaigns oldest first, each checked still
+//!    running under a share lock on its row (a pause landing mid-pass leaves
+//!    nothing of it scheduled): recipients who prefer this number, then
+//!    anyone else's whose preferred number cannot take them now, only in
+//!    time zones whose send window is open, only variants under their daily
+//!    limit. A time-locked number only writes to recipients it already wrote
+//!    to.
 //! 4. Publish the jobs (with each number's pacing) after the batch's commit,
 //!    while the next batches are planned.
 //! 5. Republish lost jobs, complete finished campaigns, and now and then
@@ -24,6 +25,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    ops::Range,
     sync::Arc,
     time::Instant,
 };
@@ -99,6 +101,28 @@ struct Candidate<'a> {
     direct: bool,
 }
 
+/// Numbers cut, in order, into batches of at most `jobs` jobs of room
+/// between them (a number with more is a batch of its own), given each
+/// number's room: a transaction per batch. Batching saves round trips where
+/// numbers take a job or two each (a campaign's start); a number with much
+/// room is planned alone, so that the planning places work side by side and
+/// its jobs go out at its own commit.
+fn batches(rooms: &[i64], jobs: i64) -> Vec<Range<usize>> {
+    let mut batches = Vec::new();
+    let (mut start, mut room) = (0, 0);
+    for (i, &number_room) in rooms.iter().enumerate() {
+        if i > start && room + number_room > jobs {
+            batches.push(start..i);
+            (start, room) = (i, 0);
+        }
+        room += number_room;
+    }
+    if start < rooms.len() {
+        batches.push(start..rooms.len());
+    }
+    batches
+}
+
 /// What a pass knows before planning any number.
 struct PassView<'a> {
     /// Each running campaign's recipient zone keys open now.
@@ -171,10 +195,10 @@ impl Planner {
             .map(|n| n.id)
             .collect();
         let open_zones = open_zones_by_campaign(&campaigns, now);
-        // Numbers are planned `plan_batch` to a transaction, a few
-        // transactions at a time (`plan_concurrency`): the row locks that
-        // keep replicas apart keep these apart too, and the waits for
-        // commits overlap. A batch's jobs are published after its commit
+        // Numbers are planned in batches of up to `plan_batch_jobs` jobs, a
+        // transaction each, a few at a time (`plan_concurrency`): the row
+        // locks that keep replicas apart keep these apart too, and the waits
+        // for commits overlap. A batch's jobs are published after its commit
         // without holding its planning place, so the broker's confirms
         // overlap the planning of the next numbers instead of delaying it.
         let candidates = self.candidates(&numbers, &campaigns, &direct);
@@ -184,8 +208,13 @@ impl Planner {
             now,
         };
         let planning = Semaphore::new(self.config.plan_concurrency.max(1));
-        let batches: Vec<&[Candidate<'_>]> =
-            candidates.chunks(self.config.plan_batch.max(1)).collect();
+        // Each number's room as the pass's first read saw it (its
+        // transaction reads it again under the lock).
+        let rooms: Vec<i64> = candidates.iter().map(|c| self.room(c.number)).collect();
+        let batches: Vec<&[Candidate<'_>]> = batches(&rooms, self.config.plan_batch_jobs)
+            .into_iter()
+            .map(|range| &candidates[range])
+            .collect();
         let plans: Vec<_> = batches
             .iter()
             .map(|batch| self.plan_batch(batch, &view, &planning))
@@ -215,6 +244,11 @@ impl Planner {
         }
     }
 
+    /// Jobs the number could take now: look-ahead left, within its allowance.
+    fn room(&self, number: &LiveNumber) -> i64 {
+        (self.lookahead(number) - number.in_flight).min(self.allowance(number))
+    }
+
     fn plan_volume(&self, plan: &str, day_index: i64) -> i64 {
         self.warmup.volume(plan, day_index)
     }
@@ -237,7 +271,7 @@ impl Planner {
     ) -> Vec<Candidate<'a>> {
         numbers
             .iter()
-            .filter(|n| self.lookahead(n) > n.in_flight && self.allowance(n) > 0)
+            .filter(|n| self.room(n) > 0)
             .filter_map(|number| {
                 let serves: Vec<&PlanningCampaign> = campaigns
                     .iter()
@@ -677,4 +711,21 @@ pub(crate) fn open_zones_by_campaign(
             (c.id, open)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batches;
+
+    #[test]
+    fn numbers_with_a_job_or_two_share_a_batch_and_a_busy_one_is_alone() {
+        assert_eq!(batches(&[2; 40], 32), [0..16, 16..32, 32..40]);
+        assert_eq!(batches(&[200, 200, 1], 32), [0..1, 1..2, 2..3]);
+        assert_eq!(
+            batches(&[1, 200, 2, 2, 40, 1], 32),
+            [0..1, 1..2, 2..4, 4..5, 5..6]
+        );
+        assert_eq!(batches(&[30, 2, 1], 32), [0..2, 2..3]);
+        assert!(batches(&[], 32).is_empty());
+    }
 }

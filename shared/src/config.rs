@@ -254,7 +254,7 @@ pub struct SchedulerConfig {
     pub tick_ms: u64,
     pub lookahead: i64,
     pub plan_concurrency: usize,
-    pub plan_batch: usize,
+    pub plan_batch_jobs: i64,
     pub republish_after_ms: u64,
     pub leader_ttl_ms: u64,
     pub leader_renew_ms: u64,

@@ -214,13 +214,13 @@ pub async fn run(numbers: u32, queued: u64, passes: usize) -> Vec<Goal> {
     let ratio = median(ratios);
     println!(
         "dispatch  send jobs published with confirms, per second (median of {} pairs)\n  \
-         scheduler pass  {:>9.0}/s  (plans, commits and publishes for {numbers} numbers, {} transactions of {} at a time)\n  \
+         scheduler pass  {:>9.0}/s  (plans, commits and publishes for {numbers} numbers, {} transactions at a time, up to {} jobs each)\n  \
          bare lapin      {:>9.0}/s  (as many jobs right after each pass, one channel, confirms a thousand at a time)\n  \
          ratio           {ratio:>9.2}x  (pairs {lowest:.2}x to {highest:.2}x; goal >= 0.7x)",
         dispatch.len(),
         median(dispatch.iter().map(|(herald, _)| *herald).collect()),
         planning.plan_concurrency,
-        planning.plan_batch,
+        planning.plan_batch_jobs,
         median(dispatch.iter().map(|(_, bare)| *bare).collect()),
     );
     goals.push(Goal::new(
