@@ -63,8 +63,7 @@ if [ "$(id -u)" -eq 0 ]; then
     while read -r db; do
       runuser -u postgres -- psql -q -d postgres -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
     done
-  rabbitmqctl -q list_queues name 2>/dev/null | { grep '^herald_t_' || true; } |
-    while read -r queue; do rabbitmqctl -q delete_queue "$queue" >/dev/null || true; done
+  ./deploy/drop-test-queues.sh || true
 fi
 
 # The end-to-end tests start the real binaries: build them first.

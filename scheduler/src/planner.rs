@@ -24,7 +24,7 @@
 //! every pick is `LIMIT k` through a partial index.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     ops::Range,
     sync::Arc,
     time::Instant,
@@ -339,18 +339,15 @@ impl Planner {
         // began: its messages are left alone. Running: a share lock on its
         // row until the commit, so a pause that comes later waits for it and
         // then unschedules what these numbers pick.
+        let share_if_running = |id: Uuid| {
+            let tx = &tx;
+            async move { Ok::<_, DbError>((id, db::campaigns::share_if_running(tx, id).await?)) }
+        };
         let (tenants, in_flight, running) = tokio::try_join!(
-                db::sender_usage::lock_tenants_today(&tx, &tenant_ids, view.now),
-                db::messages::in_flight(&tx, &locked_ids),
-                futures_util::future::try_join_all(
-                    campaign_ids.iter().map(|&id| {
-                        let tx = &tx;
-                        async move {
-                            Ok::<_, DbError>((id, db::campaigns::share_if_running(tx, id).await?))
-                        }
-                    })
-                ),
-            )?;
+            db::sender_usage::lock_tenants_today(&tx, &tenant_ids, view.now),
+            db::messages::in_flight(&tx, &locked_ids),
+            futures_util::future::try_join_all(campaign_ids.iter().copied().map(share_if_running)),
+        )?;
         let running: HashSet<Uuid> = running
             .into_iter()
             .filter_map(|(id, running)| running.then_some(id))
@@ -402,7 +399,7 @@ impl Planner {
             .iter()
             .map(|(c, budget, picked)| (c.number.id, budget.day, picked.assigned.len() as i32))
             .collect();
-        let mut tenant_usage: HashMap<Uuid, i32> = HashMap::new();
+        let mut tenant_usage: BTreeMap<Uuid, i32> = BTreeMap::new();
         for (candidate, _, picked) in &planned {
             let tenant_id = candidate.number.tenant_id;
             if tenants[&tenant_id].cap.is_some() {
@@ -417,7 +414,7 @@ impl Planner {
             db::sender_usage::add(&tx, &usage),
             futures_util::future::try_join_all(tenant_usage.iter().map(|(&id, &count)| {
                 db::sender_usage::add_tenant(&tx, id, tenants[&id].day, count)
-            }),),
+            })),
             db::messages::remember_senders(&tx, &senders),
         )?;
         tx.commit().await.map_err(DbError::from)?;
@@ -653,7 +650,7 @@ impl Planner {
             let client = self.pool.get().await.map_err(DbError::from)?;
             db::messages::stale_scheduled(&client, self.config.republish_after(), 1000).await?
         };
-        let mut by_number: std::collections::BTreeMap<Uuid, Vec<i64>> = Default::default();
+        let mut by_number: BTreeMap<Uuid, Vec<i64>> = Default::default();
         for (message_id, number_id) in stale {
             by_number.entry(number_id).or_default().push(message_id);
         }
