@@ -149,19 +149,14 @@ pub struct TenantDay {
 /// Locks the capped ones among these tenants (in id order, until the
 /// transaction ends) and reads every one's budget for today. A tenant without
 /// a cap is not locked: its numbers' planners need not wait for each other.
-/// Three statements in one round trip: the uncapped tenants' days, the lock,
-/// then the capped ones' days, caps and usage with a fresh snapshot (see
-/// [`lock_today`]).
+/// Two statements in one round trip: the lock, then every tenant's day, cap
+/// and usage with a fresh snapshot (see [`lock_today`]).
 pub async fn lock_tenants_today(
     client: &impl GenericClient,
     tenant_ids: &[Uuid],
     now: DateTime<Utc>,
 ) -> Result<HashMap<Uuid, TenantDay>, DbError> {
-    let (uncapped, lock, capped) = tokio::try_join!(
-        client.prepare_cached(
-            "SELECT id, ($2::timestamptz AT TIME ZONE time_zone)::date
-               FROM tenants WHERE id = ANY($1) AND daily_cap IS NULL",
-        ),
+    let (lock, read) = tokio::try_join!(
         client.prepare_cached(
             "SELECT 1 FROM tenants WHERE id = ANY($1) AND daily_cap IS NOT NULL
               ORDER BY id FOR NO KEY UPDATE",
@@ -170,33 +165,27 @@ pub async fn lock_tenants_today(
             "SELECT t.id, d.day, t.daily_cap, coalesce(u.assigned, 0)
                FROM tenants t
               CROSS JOIN LATERAL (SELECT ($2::timestamptz AT TIME ZONE t.time_zone)::date AS day) d
-               LEFT JOIN tenant_usage u ON u.tenant_id = t.id AND u.day = d.day
-              WHERE t.id = ANY($1) AND t.daily_cap IS NOT NULL",
+               LEFT JOIN tenant_usage u
+                      ON t.daily_cap IS NOT NULL AND u.tenant_id = t.id AND u.day = d.day
+              WHERE t.id = ANY($1)",
         ),
     )?;
     let params: [&(dyn ToSql + Sync); 2] = [&tenant_ids, &now];
-    let (uncapped, _, capped) = tokio::try_join!(
-        client.query(&uncapped, &params),
+    let (_, rows) = tokio::try_join!(
         client.query(&lock, &params[..1]),
-        client.query(&capped, &params),
+        client.query(&read, &params),
     )?;
-    let uncapped = uncapped.iter().map(|row| {
-        let day = TenantDay {
-            day: row.get(1),
-            cap: None,
-            used: 0,
-        };
-        (row.get(0), day)
-    });
-    let capped = capped.iter().map(|row| {
-        let day = TenantDay {
-            day: row.get(1),
-            cap: row.get(2),
-            used: row.get(3),
-        };
-        (row.get(0), day)
-    });
-    Ok(uncapped.chain(capped).collect())
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let day = TenantDay {
+                day: row.get(1),
+                cap: row.get(2),
+                used: row.get(3),
+            };
+            (row.get(0), day)
+        })
+        .collect())
 }
 
 /// A tenant's budget for today, without a lock (for projections).
