@@ -176,9 +176,12 @@ impl Planner {
         let mut report = PassReport::default();
 
         let (numbers, campaigns, direct) = {
-            let client = self.pool.get().await.map_err(DbError::from)?;
+            let mut client = self.pool.get().await.map_err(DbError::from)?;
+            let tx = client.transaction().await.map_err(DbError::from)?;
+            let numbers = db::planning::live_numbers(&tx, now).await?;
+            tx.commit().await.map_err(DbError::from)?;
             (
-                db::planning::live_numbers(&client, now).await?,
+                numbers,
                 db::campaigns::running(&client).await?,
                 db::messages::numbers_with_direct(&client)
                     .await?

@@ -7,11 +7,11 @@ use std::time::Duration;
 use chrono::Utc;
 use herald_shared::db::{
     messages::{self, Claim, Pick, ReceiptKind, Requeue},
-    number_leases, sender_usage,
+    number_leases, planning, sender_usage,
 };
 use herald_tests::{
     TestDb,
-    fixtures::{CampaignSpec, Fixture, state_of},
+    fixtures::{self, CampaignSpec, Fixture, state_of},
 };
 use herald_worker::{
     claims::{ClaimWriter, Claims},
@@ -1028,6 +1028,99 @@ async fn the_planners_statements_read_few_pages_however_the_campaign_is_estimate
             assert!(pages < 250, "{statement}, {mode}: {pages} pages\n{plan:#}");
         }
     }
+}
+
+/// Heap pages a bitmap scan of `messages_inflight_idx` visits to count the
+/// number's jobs in flight: one per page holding a row the index still has
+/// an entry for, in flight or not.
+async fn in_flight_rows_visited(
+    client: &impl herald_shared::db::GenericClient,
+    number: Uuid,
+) -> i64 {
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL enable_indexscan = off; SET LOCAL enable_indexonlyscan = off;
+             SET LOCAL enable_seqscan = off",
+        )
+        .await
+        .unwrap();
+    let explained: serde_json::Value = client
+        .query_one(
+            &format!(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT count(*) FROM messages
+                  WHERE sender_number_id = '{number}' AND state IN ('scheduled', 'sending')"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client.batch_execute("ROLLBACK").await.unwrap();
+    // Beside the row-level security's init plans.
+    let heap = explained[0]["Plan"]["Plans"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|node| node["Node Type"] == "Bitmap Heap Scan")
+        .unwrap_or_else(|| panic!("no bitmap scan: {explained:#}"));
+    assert_eq!(
+        heap["Plans"][0]["Index Name"], "messages_inflight_idx",
+        "{explained:#}"
+    );
+    heap["Exact Heap Blocks"].as_i64().unwrap() + heap["Lossy Heap Blocks"].as_i64().unwrap()
+}
+
+/// A pass counts each number's jobs in flight with an index scan, which
+/// marks the index entries of messages sent since as dead, so that no later
+/// count visits their rows again. Postgres would count them with a bitmap
+/// scan here (its statistics taken with 2,000 jobs in flight, the index
+/// holding 2,000 entries for 2 jobs), and a bitmap scan marks nothing: every
+/// pass would visit every row the numbers sent since the last vacuum
+/// (docs/BENCHMARKS.md, "Jobs in flight counted without the sent ones").
+#[tokio::test]
+async fn counting_jobs_in_flight_marks_the_sent_ones_dead_in_the_index() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 100_000).await;
+    fixtures::live(&db, number).await;
+    let campaign = fx.campaign(&db, &[number], 3_000).await;
+    let mut client = db.pool.get().await.unwrap();
+    // Vacuum would remove the entries too, at a moment of its choosing.
+    client
+        .batch_execute("ALTER TABLE messages SET (autovacuum_enabled = false)")
+        .await
+        .unwrap();
+    let scheduled = messages::schedule_campaign(&client, &pick(campaign, number, 2_000), Some(&[]))
+        .await
+        .unwrap();
+    assert_eq!(scheduled.len(), 2_000);
+    client.batch_execute("ANALYZE messages").await.unwrap();
+    let last_two: Vec<i64> = scheduled.iter().rev().take(2).map(|a| a.id).collect();
+    client
+        .execute(
+            "UPDATE messages SET state = 'sent', sending_at = now(), sent_at = now()
+              WHERE state = 'scheduled' AND id <> ALL($1)",
+            &[&last_two],
+        )
+        .await
+        .unwrap();
+    let before = in_flight_rows_visited(&client, number).await;
+    assert!(
+        before > 20,
+        "the sent rows' entries are in the index: {before} pages"
+    );
+
+    let tx = client.transaction().await.unwrap();
+    let live = planning::live_numbers(&tx, Utc::now()).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].in_flight, 2);
+
+    let after = in_flight_rows_visited(&client, number).await;
+    assert!(
+        after <= 2,
+        "{after} pages visited for 2 jobs in flight (before the pass: {before})"
+    );
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::{DbError, GenericClient};
+use super::{DbError, GenericClient, Transaction};
 use crate::{
     domain::NumberState,
     policy::{breaker::BreakerState, jitter::Jitter},
@@ -69,11 +69,24 @@ pub struct LiveNumber {
 /// Usable numbers (active, or time-locked: they may still write to existing
 /// contacts) with a live lease and a connected session, not stopped by their
 /// breaker.
+///
+/// Runs in a transaction of its own (`tx`), with bitmap and sequential scans
+/// off for it, so that each number's jobs in flight are counted by an index
+/// scan of `messages_inflight_idx`. An index scan marks the entries of the
+/// messages it finds no longer in flight as dead in the index, and no later
+/// scan visits their rows again. A bitmap scan (Postgres's choice once the
+/// index holds many more entries than jobs are in flight: every sent message
+/// leaves one until vacuum) or a sequential scan (a small table) marks none:
+/// every pass would visit the row of every message the numbers sent since
+/// the last vacuum, and grow with the sending history (docs/BENCHMARKS.md,
+/// "Jobs in flight counted without the sent ones").
 pub async fn live_numbers(
-    client: &impl GenericClient,
+    tx: &Transaction<'_>,
     now: DateTime<Utc>,
 ) -> Result<Vec<LiveNumber>, DbError> {
-    let stmt = client
+    tx.batch_execute("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off")
+        .await?;
+    let stmt = tx
         .prepare_cached(
             "SELECT n.id, n.tenant_id, n.state, n.daily_cap, n.min_gap_ms, n.jitter, n.warmup_plan,
                     n.tags, n.breaker,
@@ -93,7 +106,7 @@ pub async fn live_numbers(
               WHERE n.state IN ('active', 'timelocked') AND n.breaker <> 'open'",
         )
         .await?;
-    let rows = client.query(&stmt, &[&now]).await?;
+    let rows = tx.query(&stmt, &[&now]).await?;
     Ok(rows
         .iter()
         .map(|row| LiveNumber {
