@@ -1072,10 +1072,11 @@ async fn in_flight_rows_visited(
 
 /// A pass counts each number's jobs in flight with an index scan, which
 /// marks the index entries of messages sent since as dead, so that no later
-/// count visits their rows again. Postgres would count them with a bitmap
-/// scan here (its statistics taken with 2,000 jobs in flight, the index
-/// holding 2,000 entries for 2 jobs), and a bitmap scan marks nothing: every
-/// pass would visit every row the numbers sent since the last vacuum
+/// count visits their rows again. Left to choose, Postgres counts them with
+/// a scan that marks nothing (here, with bitmap scans off alone, a
+/// sequential scan of the small table; at a million messages, a bitmap scan,
+/// the index holding many more entries than jobs in flight): every pass
+/// would visit every row the numbers sent since the last vacuum
 /// (docs/BENCHMARKS.md, "Jobs in flight counted without the sent ones").
 #[tokio::test]
 async fn counting_jobs_in_flight_marks_the_sent_ones_dead_in_the_index() {
