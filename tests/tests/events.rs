@@ -6,8 +6,11 @@
 
 use std::time::Duration;
 
-use herald_shared::events::{Event, EventBody};
-use herald_tests::{ApiServer, fixtures::draft_campaign, mobile, wait_for};
+use herald_shared::{
+    db::outbox,
+    events::{Event, EventBody},
+};
+use herald_tests::{ApiServer, TestDb, fixtures::draft_campaign, mobile, wait_for};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -373,4 +376,29 @@ async fn webhook_and_settings_requests_are_validated() {
     assert_eq!(back["opt_out_keywords_default"], true);
     assert_eq!(back["opt_out_reply"], "Done.", "untouched fields stay");
     server.stop().await;
+}
+
+/// The outbox lag (`herald_outbox_lag_seconds`) is the age of the oldest row
+/// waiting, and 0 when none is.
+#[tokio::test]
+async fn the_outbox_lag_is_the_age_of_the_oldest_row_waiting() {
+    let db = TestDb::create().await;
+    let client = db.pool.get().await.unwrap();
+    assert_eq!(outbox::lag_seconds(&client).await.unwrap(), 0.0);
+    client
+        .batch_execute(
+            "INSERT INTO outbox (topic, payload, created_at) VALUES
+                 ('campaign.started', '{}', now() - interval '30 seconds'),
+                 ('campaign.started', '{}', now() - interval '5 seconds')",
+        )
+        .await
+        .unwrap();
+    let lag = outbox::lag_seconds(&client).await.unwrap();
+    assert!((30.0..31.0).contains(&lag), "{lag}");
+    client
+        .batch_execute("DELETE FROM outbox WHERE created_at < now() - interval '10 seconds'")
+        .await
+        .unwrap();
+    let lag = outbox::lag_seconds(&client).await.unwrap();
+    assert!((5.0..6.0).contains(&lag), "{lag}");
 }

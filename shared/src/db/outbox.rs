@@ -46,7 +46,8 @@ pub struct Logged {
 
 /// Moves the oldest outbox rows into the event log (under the log's lock,
 /// so the caller must commit promptly), deletes those that need no publish
-/// and marks the others `logged`. Notifies `herald_events` listeners (on
+/// and marks the others `logged` (each found by its primary key: joined to
+/// the batch, Postgres at times read the whole table to find them). Notifies `herald_events` listeners (on
 /// commit) when the log grew.
 pub async fn log_batch(client: &impl GenericClient, limit: i64) -> Result<Logged, DbError> {
     let lock = client
@@ -66,11 +67,11 @@ pub async fn log_batch(client: &impl GenericClient, limit: i64) -> Result<Logged
                  ON CONFLICT (id) DO NOTHING
                  RETURNING seq
              ), done AS (
-                 DELETE FROM outbox o USING batch b
-                  WHERE o.id = b.id AND NOT (b.topic LIKE ANY($3))
+                 DELETE FROM outbox
+                  WHERE id = ANY(ARRAY(SELECT id FROM batch WHERE NOT (topic LIKE ANY($3))))
              ), to_publish AS (
-                 UPDATE outbox o SET logged = true FROM batch b
-                  WHERE o.id = b.id AND b.topic LIKE ANY($3)
+                 UPDATE outbox SET logged = true
+                  WHERE id = ANY(ARRAY(SELECT id FROM batch WHERE topic LIKE ANY($3)))
              )
              SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM appended)",
         )
@@ -124,10 +125,18 @@ pub async fn delete(client: &impl GenericClient, ids: &[i64]) -> Result<(), DbEr
 }
 
 /// Age in seconds of the oldest unpublished row (0 when empty): the outbox lag.
+///
+/// The row with the lowest id, read through the primary key: ids are handed
+/// out as rows are written, so it is the oldest to within the length of one
+/// writing transaction. (`min(created_at)` read the whole table, every
+/// relay round; rows come and go all the time, so its pages outnumber its
+/// rows many times over: 6,900 pages read per round in the pipeline
+/// benchmark, docs/BENCHMARKS.md, "The outbox read through its keys".)
 pub async fn lag_seconds(client: &impl GenericClient) -> Result<f64, DbError> {
     let stmt = client
         .prepare_cached(
-            "SELECT coalesce(extract(epoch FROM now() - min(created_at))::float8, 0) FROM outbox",
+            "SELECT coalesce(extract(epoch FROM now() -
+                    (SELECT created_at FROM outbox ORDER BY id LIMIT 1))::float8, 0)",
         )
         .await?;
     Ok(client.query_one(&stmt, &[]).await?.get(0))
