@@ -47,8 +47,8 @@ pub struct Logged {
 /// Moves the oldest outbox rows into the event log (under the log's lock,
 /// so the caller must commit promptly), deletes those that need no publish
 /// and marks the others `logged` (each found by its primary key: joined to
-/// the batch, Postgres at times read the whole table to find them). Notifies `herald_events` listeners (on
-/// commit) when the log grew.
+/// the batch, Postgres at times read the whole table to find them).
+/// Notifies `herald_events` listeners (on commit) when the log grew.
 pub async fn log_batch(client: &impl GenericClient, limit: i64) -> Result<Logged, DbError> {
     let lock = client
         .prepare_cached("SELECT pg_advisory_xact_lock($1)")
