@@ -274,6 +274,21 @@ pub async fn tenant_tx(
     Ok(tx)
 }
 
+/// Turns bitmap and sequential scans off for the rest of `tx`, leaving
+/// Postgres index scans: the one kind of scan that marks the index entries
+/// of rows it finds dead (updated or deleted since, for every transaction),
+/// so that no later scan visits those rows again. A bitmap or sequential scan
+/// marks nothing: a read through an index that keeps an entry for every row
+/// a message left behind until vacuum (each state change writes a new row)
+/// would visit them all again at every run, and grow with the sending
+/// history (docs/BENCHMARKS.md, "Jobs in flight counted without the sent
+/// ones").
+pub async fn index_scans_only(tx: &Transaction<'_>) -> Result<(), DbError> {
+    tx.batch_execute("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off")
+        .await?;
+    Ok(())
+}
+
 /// Whether the database answers, within the pool's timeouts.
 pub async fn ping(pool: &Pool) -> Result<(), DbError> {
     let client = pool.get().await?;

@@ -70,22 +70,19 @@ pub struct LiveNumber {
 /// contacts) with a live lease and a connected session, not stopped by their
 /// breaker.
 ///
-/// Runs in a transaction of its own (`tx`), with bitmap and sequential scans
-/// off for it, so that each number's jobs in flight are counted by an index
-/// scan of `messages_inflight_idx`. An index scan marks the entries of the
-/// messages it finds no longer in flight as dead in the index, and no later
-/// scan visits their rows again. A bitmap scan (Postgres's choice once the
-/// index holds many more entries than jobs are in flight: every sent message
-/// leaves one until vacuum) or a sequential scan (a small table) marks none:
-/// every pass would visit the row of every message the numbers sent since
-/// the last vacuum, and grow with the sending history (docs/BENCHMARKS.md,
-/// "Jobs in flight counted without the sent ones").
+/// Runs in a transaction of its own (`tx`), with index scans only
+/// ([`super::index_scans_only`]), so that each number's jobs in flight are
+/// counted by an index scan of `messages_inflight_idx`, which marks the
+/// entries of the messages it finds no longer in flight as dead. Left to
+/// choose, Postgres counts them with a bitmap scan once the index holds many
+/// more entries than jobs are in flight (every sent message leaves one until
+/// vacuum), or a sequential scan of a small table: every pass would visit
+/// the row of every message the numbers sent since the last vacuum.
 pub async fn live_numbers(
     tx: &Transaction<'_>,
     now: DateTime<Utc>,
 ) -> Result<Vec<LiveNumber>, DbError> {
-    tx.batch_execute("SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off")
-        .await?;
+    super::index_scans_only(tx).await?;
     let stmt = tx
         .prepare_cached(
             "SELECT n.id, n.tenant_id, n.state, n.daily_cap, n.min_gap_ms, n.jitter, n.warmup_plan,
