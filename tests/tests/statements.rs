@@ -1217,6 +1217,17 @@ async fn checking_for_finished_campaigns_marks_the_sent_messages_dead_in_the_ind
     let number = fx.number(&db, 1, 100_000).await;
     let campaign = sent_history(&db, &fx, number, 0).await;
     let client = db.pool.get().await.unwrap();
+    // The check reads "past `sending`" as "not pending".
+    let up_to_sending: Vec<String> = client
+        .query_one(
+            "SELECT array_agg(s::text ORDER BY s) FROM unnest(enum_range(NULL::message_state)) s
+              WHERE s <= 'sending'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(up_to_sending, ["queued", "scheduled", "sending"]);
     client.batch_execute("ANALYZE messages").await.unwrap();
 
     let first = completion_check(&db.pool).await.1;
