@@ -1167,10 +1167,10 @@ async fn counting_jobs_in_flight_marks_the_sent_ones_dead_in_the_index() {
     );
 }
 
-/// Table pages of `messages` one completion check reads (the connection's
-/// count of them, kept until it reaches the server's statistics and never
-/// inside a transaction, before and after the check in its transaction),
-/// with the campaigns it completed.
+/// Table pages of `messages` one completion check reads, with the campaigns
+/// it completed. The pages are the connection's own count, read before and
+/// after the check inside its transaction: the count goes to the server's
+/// statistics (and starts again) only between transactions.
 async fn completion_check(pool: &herald_shared::db::Pool) -> (Vec<(Uuid, Uuid)>, i64) {
     let mut client = pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
