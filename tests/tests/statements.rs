@@ -1102,23 +1102,16 @@ async fn rows_visited_by_bitmap(
     heap["Exact Heap Blocks"].as_i64().unwrap() + heap["Lossy Heap Blocks"].as_i64().unwrap()
 }
 
-/// Runs `read` (the statement under test, on a connection of its own)
-/// until a bitmap count of `condition` through `index` visits at most
-/// `pages` table pages, for up to 5 s; returns the pages of the last count.
-/// An index scan marks an entry dead only once Postgres knows no transaction
-/// may still see its row, which other tests' transactions on the same server
-/// can put off for a moment; a scan that marks nothing never gets there.
-async fn pages_after_reads(
-    client: &impl herald_shared::db::GenericClient,
-    condition: &str,
-    index: &str,
-    pages: i64,
-    mut read: impl AsyncFnMut(),
-) -> i64 {
+/// Runs `measure` (a read under test, returning the table pages it, or a
+/// probe after it, visited) until it reports at most `pages`, for up to
+/// 5 s; returns the last figure. An index scan marks an entry dead only once
+/// Postgres knows no transaction may still see its row, which other tests'
+/// transactions on the same server can put off for a moment; a scan that
+/// marks nothing never gets there.
+async fn pages_once_marked(pages: i64, mut measure: impl AsyncFnMut() -> i64) -> i64 {
     let mut visited = i64::MAX;
     for _ in 0..50 {
-        read().await;
-        visited = rows_visited_by_bitmap(client, condition, index).await;
+        visited = measure().await;
         if visited <= pages {
             break;
         }
@@ -1152,13 +1145,14 @@ async fn counting_jobs_in_flight_marks_the_sent_ones_dead_in_the_index() {
     );
 
     let pool = db.pool.clone();
-    let after = pages_after_reads(&client, &in_flight, index, 2, async || {
-        let mut client = pool.get().await.unwrap();
-        let tx = client.transaction().await.unwrap();
+    let after = pages_once_marked(2, async || {
+        let mut pass = pool.get().await.unwrap();
+        let tx = pass.transaction().await.unwrap();
         let live = planning::live_numbers(&tx, Utc::now()).await.unwrap();
         tx.commit().await.unwrap();
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].in_flight, 2);
+        rows_visited_by_bitmap(&client, &in_flight, index).await
     })
     .await;
     assert!(
@@ -1183,21 +1177,14 @@ async fn completion_check(pool: &herald_shared::db::Pool) -> (Vec<(Uuid, Uuid)>,
 }
 
 /// Repeats the completion check until it reads at most 2 pages of
-/// `messages`, for up to 5 s (an entry is marked dead only once no
-/// transaction may still see its row, which other tests' transactions on
-/// the server can put off); returns the pages of the last check.
+/// `messages` ([`pages_once_marked`]); returns the pages of the last check.
 async fn completion_check_pages_once_marked(pool: &herald_shared::db::Pool) -> i64 {
-    let mut pages = i64::MAX;
-    for _ in 0..50 {
-        let done;
-        (done, pages) = completion_check(pool).await;
+    pages_once_marked(2, async || {
+        let (done, pages) = completion_check(pool).await;
         assert!(done.is_empty(), "messages are still pending");
-        if pages <= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    pages
+        pages
+    })
+    .await
 }
 
 /// The pass's completion check reads the lowest state among a campaign's
