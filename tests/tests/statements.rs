@@ -1177,14 +1177,16 @@ async fn completion_check(pool: &herald_shared::db::Pool) -> (Vec<(Uuid, Uuid)>,
 }
 
 /// Repeats the completion check until it reads at most 2 pages of
-/// `messages` ([`pages_once_marked`]); returns the pages of the last check.
-async fn completion_check_pages_once_marked(pool: &herald_shared::db::Pool) -> i64 {
-    pages_once_marked(2, async || {
+/// `messages` ([`pages_once_marked`]), and fails if it never does; `moment`
+/// says how far the campaign is.
+async fn completion_check_reads_at_most_2_pages(pool: &herald_shared::db::Pool, moment: &str) {
+    let pages = pages_once_marked(2, async || {
         let (done, pages) = completion_check(pool).await;
         assert!(done.is_empty(), "messages are still pending");
         pages
     })
-    .await
+    .await;
+    assert!(pages <= 2, "{pages} pages a check with {moment}");
 }
 
 /// The pass's completion check reads the lowest state among a campaign's
@@ -1222,11 +1224,11 @@ async fn checking_for_finished_campaigns_marks_the_sent_messages_dead_in_the_ind
         first > 20,
         "the first check meets the sent messages' entries: {first} pages"
     );
-    let pages = completion_check_pages_once_marked(&db.pool).await;
-    assert!(
-        pages <= 2,
-        "{pages} pages a check with 2,000 of 3,000 messages sent (the first: {first})"
-    );
+    completion_check_reads_at_most_2_pages(
+        &db.pool,
+        &format!("2,000 of 3,000 messages sent (the first: {first})"),
+    )
+    .await;
 
     client
         .batch_execute(
@@ -1236,11 +1238,7 @@ async fn checking_for_finished_campaigns_marks_the_sent_messages_dead_in_the_ind
         )
         .await
         .unwrap();
-    let pages = completion_check_pages_once_marked(&db.pool).await;
-    assert!(
-        pages <= 2,
-        "{pages} pages a check with all but 10 of 3,000 messages sent"
-    );
+    completion_check_reads_at_most_2_pages(&db.pool, "all but 10 of 3,000 messages sent").await;
 
     client
         .execute(
