@@ -8,12 +8,19 @@
 //! send limit, no warm-up or daily cap, an all-day window, and a look-ahead
 //! large enough that the scheduler's tick never starves a number.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use futures_util::StreamExt;
 use herald_shared::queue::{Broker, Outgoing, Publisher, Topology};
 use herald_tests::{
-    StackOptions,
+    StackOptions, TestDb,
+    fixtures::{CampaignSpec, Fixture},
     stack::{delete_broker_objects, rabbit_config},
     unique_suffix,
 };
@@ -45,6 +52,9 @@ pub async fn run(numbers: u32, messages: u32, workers: usize) -> Vec<Goal> {
                 ("HERALD__SIM__READ_DELAY_MS", "0"),
                 ("HERALD__API__MAX_INLINE_RECIPIENTS", "1000000"),
                 ("HERALD__API__MAX_BODY_BYTES", "268435456"),
+                // Registering a few hundred numbers one request each.
+                ("HERALD__API__RATE_LIMIT_PER_SECOND", "100000"),
+                ("HERALD__API__RATE_LIMIT_BURST", "100000"),
                 ("HERALD__TELEMETRY__LOG_FILTER", "info,lapin=warn"),
             ]
             .iter()
@@ -130,9 +140,19 @@ pub async fn run(numbers: u32, messages: u32, workers: usize) -> Vec<Goal> {
         "the simulator accepted each once"
     );
     let herald_rate = sent as f64 / span;
+    let read_share: f64 = client
+        .query_one(
+            "SELECT count(read_at)::float8 / count(*) FROM messages WHERE campaign_id = $1",
+            &[&id],
+        )
+        .await
+        .expect("read share")
+        .get(0);
+    drop(client);
     stack.stop().await;
 
     let bare_rate = bare_consume(numbers, messages).await;
+    let [schema, bare] = parts_alone(numbers, messages, read_share).await;
     println!(
         "pipeline  {messages} messages over {numbers} numbers, {workers} worker process(es), \
          pacing off, simulator at zero delay\n  \
@@ -140,9 +160,24 @@ pub async fn run(numbers: u32, messages: u32, workers: usize) -> Vec<Goal> {
          receipt recorded {:.1} s after the start)\n  \
          bare consume    {bare_rate:>7.0} msgs/s  (the same jobs off {numbers} queues, one \
          unacked each, acked one by one)\n  \
-         ratio           {:>7.2}x  (goal >= 5,000 msgs/s)",
+         ratio           {:>7.2}x  (goal >= 5,000 msgs/s)\n  \
+         parts alone     {:>7.0} msgs/s  (both at once, nothing of Herald running: Postgres \
+         making each message's state changes in `messages`, a transaction per step for a \
+         message of each number, {LANES} connections, done in {:.1} s; the broker taking the \
+         jobs published with confirms and consumed + acked as above, done in {:.1} s)\n  \
+         bare table      {:>7.0} msgs/s  (the same with a table of only the changed columns \
+         and its primary key: Postgres done in {:.1} s, the broker in {:.1} s)\n  \
+         herald / parts  {:>7.2}x  ({:.2}x of the parts with the bare table)",
         settled_after.as_secs_f64(),
         herald_rate / bare_rate,
+        schema.rate,
+        schema.postgres.as_secs_f64(),
+        schema.broker.as_secs_f64(),
+        bare.rate,
+        bare.postgres.as_secs_f64(),
+        bare.broker.as_secs_f64(),
+        herald_rate / schema.rate,
+        herald_rate / bare.rate,
     );
     vec![Goal::new(
         format!("pipeline: {numbers} numbers, pacing off"),
@@ -155,63 +190,273 @@ pub async fn run(numbers: u32, messages: u32, workers: usize) -> Vec<Goal> {
 /// Jobs per second a bare consumer takes off `numbers` send queues (with
 /// the worker's prefetch of one) and acks, the jobs published beforehand.
 async fn bare_consume(numbers: u32, messages: u32) -> f64 {
-    let prefix = format!("herald_t_{}", unique_suffix());
-    let config = rabbit_config(&prefix);
-    let broker = Broker::new(&config, "bench bare consume");
-    let topology = Topology::new(&config);
-    let publisher = Publisher::new(broker.clone(), &config);
-    let ids: Vec<Uuid> = (0..numbers).map(|_| Uuid::now_v7()).collect();
-    let channel = broker.channel().await.expect("channel");
-    for id in &ids {
-        topology
-            .declare_send_queue(&channel, *id)
-            .await
-            .expect("queue");
-    }
-    let payload = serde_json::to_vec(&json!({"type": "send", "message_id": 1})).unwrap();
-    let queues: Vec<String> = ids.iter().map(|id| topology.send_queue(*id)).collect();
-    let messages_n = messages as usize;
-    for start in (0..messages_n).step_by(5000) {
-        let outgoing: Vec<_> = (start..(start + 5000).min(messages_n))
-            .map(|i| Outgoing {
-                exchange: "",
-                routing_key: &queues[i % queues.len()],
-                payload: &payload,
-            })
-            .collect();
-        for result in publisher.publish_all(&outgoing).await {
-            result.expect("published");
+    let queues = BareQueues::declare(numbers).await;
+    queues.publish(messages).await;
+    let started = Instant::now();
+    queues.consume(messages).await;
+    let rate = f64::from(messages) / started.elapsed().as_secs_f64();
+    queues.delete().await;
+    rate
+}
+
+/// Send queues as the worker's numbers have them, used by a plain broker
+/// client: no Herald process involved.
+struct BareQueues {
+    prefix: String,
+    broker: Arc<Broker>,
+    publisher: Publisher,
+    ids: Vec<Uuid>,
+    queues: Vec<String>,
+}
+
+impl BareQueues {
+    async fn declare(numbers: u32) -> Self {
+        let prefix = format!("herald_t_{}", unique_suffix());
+        let config = rabbit_config(&prefix);
+        let broker = Broker::new(&config, "bench bare queues");
+        let topology = Topology::new(&config);
+        let publisher = Publisher::new(broker.clone(), &config);
+        let ids: Vec<Uuid> = (0..numbers).map(|_| Uuid::now_v7()).collect();
+        let channel = broker.channel().await.expect("channel");
+        for id in &ids {
+            topology
+                .declare_send_queue(&channel, *id)
+                .await
+                .expect("queue");
+        }
+        let queues = ids.iter().map(|id| topology.send_queue(*id)).collect();
+        BareQueues {
+            prefix,
+            broker,
+            publisher,
+            ids,
+            queues,
         }
     }
-    let per_queue = |q: usize| (messages as usize + queues.len() - 1 - q) / queues.len();
-    let started = Instant::now();
-    let mut consumers = tokio::task::JoinSet::new();
-    for (q, queue) in queues.iter().enumerate() {
-        let channel = broker.channel().await.expect("channel");
-        channel
-            .basic_qos(1, BasicQosOptions::default())
-            .await
-            .expect("qos");
-        let mut consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "bench".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        let expected = per_queue(q);
-        consumers.spawn(async move {
-            for _ in 0..expected {
-                let delivery = consumer.next().await.expect("delivery").expect("ok");
-                delivery.ack(BasicAckOptions::default()).await.expect("ack");
+
+    /// `messages` jobs spread evenly over the queues, published with
+    /// confirms 5,000 at a time.
+    async fn publish(&self, messages: u32) {
+        let payload = serde_json::to_vec(&json!({"type": "send", "message_id": 1})).unwrap();
+        let messages = messages as usize;
+        for start in (0..messages).step_by(5000) {
+            let outgoing: Vec<_> = (start..(start + 5000).min(messages))
+                .map(|i| Outgoing {
+                    exchange: "",
+                    routing_key: &self.queues[i % self.queues.len()],
+                    payload: &payload,
+                })
+                .collect();
+            for result in self.publisher.publish_all(&outgoing).await {
+                result.expect("published");
             }
-            drop(channel);
+        }
+    }
+
+    /// Takes the `messages` jobs [`Self::publish`] spreads over the queues
+    /// off them, one unacked job per queue (the worker's prefetch), and
+    /// acks each; returns when every one is acked.
+    async fn consume(&self, messages: u32) {
+        let count = self.queues.len();
+        let per_queue = |q: usize| (messages as usize + count - 1 - q) / count;
+        let mut consumers = tokio::task::JoinSet::new();
+        for (q, queue) in self.queues.iter().enumerate() {
+            let channel = self.broker.channel().await.expect("channel");
+            channel
+                .basic_qos(1, BasicQosOptions::default())
+                .await
+                .expect("qos");
+            let mut consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "bench".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .expect("consume");
+            let expected = per_queue(q);
+            consumers.spawn(async move {
+                for _ in 0..expected {
+                    let delivery = consumer.next().await.expect("delivery").expect("ok");
+                    delivery.ack(BasicAckOptions::default()).await.expect("ack");
+                }
+                drop(channel);
+            });
+        }
+        while consumers.join_next().await.is_some() {}
+    }
+
+    async fn delete(self) {
+        delete_broker_objects(&self.prefix, &self.ids).await;
+    }
+}
+
+/// Herald's parts doing the pipeline's work with nothing of Herald running,
+/// both at once on a database and queues of their own (docs/BENCHMARKS.md,
+/// "The parts alone").
+struct Parts {
+    /// Messages over the time until both parts were done.
+    rate: f64,
+    postgres: Duration,
+    broker: Duration,
+}
+
+/// Connections the Postgres part writes from: more than the two cores, so
+/// that one's wait for its commit's flush overlaps another's statements.
+const LANES: usize = 8;
+
+/// Messages of a number picked by one statement: a quarter of the
+/// pipeline's look-ahead, so that the lanes share the work in small units
+/// and all stay busy until the end (a pick is one statement for this many
+/// messages either way).
+const PICKED: usize = 50;
+
+/// The parts at work twice: Postgres changing the states in Herald's
+/// `messages` table (its indexes and trigger as they are), then in a table
+/// with nothing but the columns changed and a primary key; each time with
+/// the broker part at once, on queues of its own.
+async fn parts_alone(numbers: u32, messages: u32, read_share: f64) -> [Parts; 2] {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let mut senders = Vec::new();
+    for i in 0..numbers {
+        senders.push(fx.number(&db, i, 100_000).await);
+    }
+    let phones: Vec<String> = (0..messages).map(|i| format!("+55119{i:08}")).collect();
+    let campaign = fx
+        .campaign_with(
+            &db,
+            &CampaignSpec {
+                phones: Some(&phones),
+                start: false,
+                ..CampaignSpec::new(&senders, messages)
+            },
+        )
+        .await;
+    let client = db.pool.get().await.expect("connection");
+    client
+        .execute(
+            "CREATE TABLE bare_messages AS
+                 SELECT id, state, sender_number_id, attempts, claim_epoch, scheduled_at,
+                        sending_at, sent_at, delivered_at, read_at
+                   FROM messages WHERE campaign_id = $1",
+            &[&campaign],
+        )
+        .await
+        .expect("bare table");
+    // One at a time: VACUUM may not run in the transaction several
+    // statements of one call would make.
+    for statement in [
+        "ALTER TABLE bare_messages ADD PRIMARY KEY (id)",
+        "VACUUM ANALYZE messages",
+        "VACUUM ANALYZE bare_messages",
+    ] {
+        client.batch_execute(statement).await.expect(statement);
+    }
+    let ids: Vec<i64> = client
+        .query(
+            "SELECT id FROM messages WHERE campaign_id = $1 ORDER BY id",
+            &[&campaign],
+        )
+        .await
+        .expect("message ids")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    drop(client);
+
+    let mut parts = Vec::new();
+    for table in ["messages", "bare_messages"] {
+        let queues = BareQueues::declare(numbers).await;
+        let started = Instant::now();
+        let postgres = async {
+            row_changes(&db, table, &senders, &ids, read_share).await;
+            started.elapsed()
+        };
+        let broker = async {
+            tokio::join!(queues.publish(messages), queues.consume(messages));
+            started.elapsed()
+        };
+        let (postgres, broker) = tokio::join!(postgres, broker);
+        queues.delete().await;
+        parts.push(Parts {
+            rate: f64::from(messages) / postgres.max(broker).as_secs_f64(),
+            postgres,
+            broker,
         });
     }
-    while consumers.join_next().await.is_some() {}
-    let rate = f64::from(messages) / started.elapsed().as_secs_f64();
-    delete_broker_objects(&prefix, &ids).await;
-    rate
+    parts.try_into().ok().expect("two runs")
+}
+
+/// The state changes Herald records for each message, as plain updates of
+/// `table` by id, batched as far as the send protocol allows: a pick takes
+/// [`PICKED`] messages of one number; a claim, a verdict and each kind of
+/// receipt is a transaction for the next message of every number (a number
+/// claims its next message only after its last one's verdict). Message `i`
+/// goes out through number `i % numbers`; the first `read_share` of each
+/// hundred messages is read, as many as the simulator read in Herald's run.
+/// On `messages` its trigger writes the outbox rows as in Herald; what
+/// Herald adds (the relay's copy to `events`, the worker's read of each
+/// message, `last_send_at`) is left out.
+async fn row_changes(db: &TestDb, table: &str, numbers: &[Uuid], ids: &[i64], read_share: f64) {
+    let pick = format!(
+        "UPDATE {table} SET state = 'scheduled', sender_number_id = $2, scheduled_at = now() \
+         WHERE id = ANY($1)"
+    );
+    let steps = [
+        "state = 'sending', sending_at = now(), attempts = attempts + 1, claim_epoch = 1",
+        "state = 'sent', sent_at = now()",
+        "state = 'delivered', delivered_at = now()",
+        "state = 'read', read_at = now()",
+    ]
+    .map(|set| format!("UPDATE {table} SET {set} WHERE id = ANY($1)"));
+    let n = numbers.len();
+    let read_below = (read_share * 100.0).round() as usize;
+    let units: Vec<(usize, Vec<i64>)> = ids
+        .chunks(PICKED * n)
+        .enumerate()
+        .map(|(u, unit)| (u * PICKED * n, unit.to_vec()))
+        .collect();
+    let units = Arc::new(units);
+    // Each lane takes the next unit not taken yet.
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut lanes = tokio::task::JoinSet::new();
+    for _ in 0..LANES {
+        let (pool, units, numbers) = (db.pool.clone(), units.clone(), numbers.to_vec());
+        let (next, pick, steps) = (next.clone(), pick.clone(), steps.clone());
+        lanes.spawn(async move {
+            let client = pool.get().await.expect("connection");
+            let pick = client.prepare(&pick).await.expect("prepare");
+            let mut prepared = Vec::new();
+            for step in &steps {
+                prepared.push(client.prepare(step).await.expect("prepare"));
+            }
+            let steps = prepared;
+            while let Some((first, unit)) = units.get(next.fetch_add(1, Ordering::Relaxed)) {
+                for (k, number) in numbers.iter().enumerate() {
+                    let picked: Vec<i64> = unit.iter().skip(k).step_by(n).copied().collect();
+                    client
+                        .execute(&pick, &[&picked, number])
+                        .await
+                        .expect("pick");
+                }
+                for (r, round) in unit.chunks(n).enumerate() {
+                    let read: Vec<i64> = (0..round.len())
+                        .filter(|i| (first + r * n + i) % 100 < read_below)
+                        .map(|i| round[i])
+                        .collect();
+                    for (step, statement) in steps.iter().enumerate() {
+                        let batch = if step == 3 { &read[..] } else { round };
+                        if !batch.is_empty() {
+                            client.execute(statement, &[&batch]).await.expect("step");
+                        }
+                    }
+                }
+            }
+        });
+    }
+    while let Some(lane) = lanes.join_next().await {
+        lane.expect("lane");
+    }
 }
