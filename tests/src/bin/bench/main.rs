@@ -173,21 +173,90 @@ fn rss_mb(pid: u32) -> f64 {
 
 /// CPU seconds a process has used (user + system).
 fn cpu_seconds(pid: u32) -> f64 {
+    // utime and stime are fields 14 and 15 of stat.
+    let ticks = stat_ticks(pid);
+    (ticks[0] + ticks[1]) / TICKS_PER_SECOND
+}
+
+/// `/proc` counts CPU time in these (`USER_HZ`, 100 on Linux whatever the
+/// kernel's own tick).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Fields 14 to 17 of a process's `/proc/<pid>/stat`: utime, stime, and
+/// the same for its children it has waited for (zeros if it is gone).
+fn stat_ticks(pid: u32) -> [f64; 4] {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at state.
+    // Fields after the command name (which may hold spaces) start at state,
+    // field 3.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
         .collect();
-    let ticks = |i: usize| {
+    std::array::from_fn(|i| {
         fields
-            .get(i)
+            .get(11 + i)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after state.
-    (ticks(11) + ticks(12)) / 100.0
+    })
+}
+
+/// CPU seconds used so far by the processes of each kind on the machine,
+/// in [`CpuByKind::KINDS`] order.
+#[derive(Clone, Copy)]
+pub struct CpuByKind([f64; 5]);
+
+impl CpuByKind {
+    /// Kinds by command name (`/proc/<pid>/comm`, cut at 15 bytes).
+    const KINDS: [(&'static str, &'static [&'static str]); 5] = [
+        ("Postgres", &["postgres"]),
+        ("RabbitMQ", &["beam.smp"]),
+        (
+            "Herald",
+            &["herald-api", "herald-worker", "herald-schedule"],
+        ),
+        ("simulator", &["herald-sim"]),
+        ("harness", &["herald-bench"]),
+    ];
+
+    /// Each process counts with its exited children it waited for, so that
+    /// a Postgres backend that ended still counts, through the postmaster.
+    pub fn now() -> Self {
+        let mut seconds = [0.0; 5];
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return CpuByKind(seconds);
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            let kind = Self::KINDS
+                .iter()
+                .position(|(_, names)| names.contains(&comm.trim_end()));
+            if let Some(kind) = kind {
+                seconds[kind] += stat_ticks(pid).iter().sum::<f64>() / TICKS_PER_SECOND;
+            }
+        }
+        CpuByKind(seconds)
+    }
+
+    /// CPU milliseconds per item of each kind since `before`, e.g.
+    /// "Postgres 1.21, RabbitMQ 0.20, …".
+    pub fn per_item_since(&self, before: &CpuByKind, items: u32) -> String {
+        Self::KINDS
+            .iter()
+            .zip(self.0.iter().zip(before.0))
+            .map(|((name, _), (now, then))| {
+                format!("{name} {:.2}", (now - then) * 1000.0 / f64::from(items))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// The share of one core a process uses over `window`.

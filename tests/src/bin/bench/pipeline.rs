@@ -31,7 +31,7 @@ use lapin::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::goals::Goal;
+use crate::{CpuByKind, goals::Goal};
 
 pub async fn run(numbers: u32, messages: u32, workers: usize) -> Vec<Goal> {
     let stack = herald_tests::Stack::start(StackOptions {
@@ -83,6 +83,7 @@ pub async fn run(numbers: u32, messages: u32, workers: usize) -> Vec<Goal> {
     drop(recipients);
     crate::all_connected(&stack, numbers, Duration::from_secs(120)).await;
 
+    let cpu_before = CpuByKind::now();
     let started = Instant::now();
     stack.api.start_campaign(&campaign).await;
     let client = stack.db.pool.get().await.expect("connection");
@@ -133,6 +134,7 @@ pub async fn run(numbers: u32, messages: u32, workers: usize) -> Vec<Goal> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    let herald_cpu = CpuByKind::now().per_item_since(&cpu_before, messages);
     let accepted = stack.sim.log().await.len();
     assert_eq!(sent, i64::from(messages), "every message sent");
     assert_eq!(
@@ -167,7 +169,10 @@ pub async fn run(numbers: u32, messages: u32, workers: usize) -> Vec<Goal> {
          jobs published with confirms and consumed + acked as above, done in {:.1} s)\n  \
          bare table      {:>7.0} msgs/s  (the same with a table of only the changed columns \
          and its primary key: Postgres done in {:.1} s, the broker in {:.1} s)\n  \
-         herald / parts  {:>7.2}x  ({:.2}x of the parts with the bare table)",
+         herald / parts  {:>7.2}x  ({:.2}x of the parts with the bare table)\n  \
+         CPU ms a message  herald run   {herald_cpu}\n  \
+         {:>18}parts alone  {}\n  \
+         {:>18}bare table   {}",
         settled_after.as_secs_f64(),
         herald_rate / bare_rate,
         schema.rate,
@@ -178,6 +183,10 @@ pub async fn run(numbers: u32, messages: u32, workers: usize) -> Vec<Goal> {
         bare.broker.as_secs_f64(),
         herald_rate / schema.rate,
         herald_rate / bare.rate,
+        "",
+        schema.cpu,
+        "",
+        bare.cpu,
     );
     vec![Goal::new(
         format!("pipeline: {numbers} numbers, pacing off"),
@@ -300,6 +309,8 @@ struct Parts {
     rate: f64,
     postgres: Duration,
     broker: Duration,
+    /// CPU milliseconds a message, by kind of process.
+    cpu: String,
 }
 
 /// Connections the Postgres part writes from: more than the two cores, so
@@ -369,6 +380,7 @@ async fn parts_alone(numbers: u32, messages: u32, read_share: f64) -> [Parts; 2]
     let mut parts = Vec::new();
     for table in ["messages", "bare_messages"] {
         let queues = BareQueues::declare(numbers).await;
+        let cpu_before = CpuByKind::now();
         let started = Instant::now();
         let postgres = async {
             row_changes(&db, table, &senders, &ids, read_share).await;
@@ -379,11 +391,13 @@ async fn parts_alone(numbers: u32, messages: u32, read_share: f64) -> [Parts; 2]
             started.elapsed()
         };
         let (postgres, broker) = tokio::join!(postgres, broker);
+        let cpu = CpuByKind::now().per_item_since(&cpu_before, messages);
         queues.delete().await;
         parts.push(Parts {
             rate: f64::from(messages) / postgres.max(broker).as_secs_f64(),
             postgres,
             broker,
+            cpu,
         });
     }
     parts.try_into().ok().expect("two runs")
