@@ -17,7 +17,9 @@
 //!   up to 1M queued messages (`tick`), and its rate of publishing send jobs
 //!   against a bare lapin publisher with confirms (`dispatch`).
 //! - `pipeline`: messages per second end to end with pacing off, against a
-//!   bare consumer acking as many jobs off as many queues.
+//!   bare consumer acking as many jobs off as many queues, and against the
+//!   parts alone (Postgres making the messages' state changes while the
+//!   broker carries their jobs).
 //! - `safety`: one campaign on a simulated network with ban rules, sent by a
 //!   naive sender and by Herald's policy: numbers banned or time-locked.
 
