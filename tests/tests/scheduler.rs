@@ -1,6 +1,6 @@
 //! The scheduler's limits, driven pass by pass: the daily cap holds even with
 //! two schedulers planning the same number at once, and the look-ahead bounds
-//! what waits in a number's queue, and a pause that lands during a pass
+//! what waits in a number's queue (refilled once half of it is free), and a pause that lands during a pass
 //! leaves nothing of its campaign scheduled.
 
 use std::sync::Arc;
@@ -135,6 +135,44 @@ async fn the_look_ahead_bounds_jobs_in_flight_per_number() {
     assert!(per_number.iter().all(|(_, n)| *n == 3), "{per_number:?}");
     drop(client);
     delete_broker_objects(&prefix, &[n1, n2, idle]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_look_ahead_is_refilled_once_half_of_it_is_free() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 1000).await;
+    fx.campaign(&db, &[number], 100).await;
+    live(&db, number).await;
+    let prefix = format!("herald_t_{}", unique_suffix());
+    let planner = planner(&db, &prefix, "10").await;
+    assert_eq!(planner.pass().await.unwrap().scheduled, 10);
+    let client = db.pool.get().await.unwrap();
+    let send = async |n: i64| {
+        client
+            .execute(
+                "UPDATE messages SET state = 'sent'
+                  WHERE id IN (SELECT id FROM messages WHERE state = 'scheduled' ORDER BY id LIMIT $1)",
+                &[&n],
+            )
+            .await
+            .unwrap();
+    };
+    send(4).await;
+    assert_eq!(
+        planner.pass().await.unwrap().scheduled,
+        0,
+        "4 of 10 places free: not yet"
+    );
+    send(1).await;
+    assert_eq!(
+        planner.pass().await.unwrap().scheduled,
+        5,
+        "half free: refilled to the full look-ahead"
+    );
+    assert_eq!(count_in(&db, "'scheduled'").await, 10);
+    drop(client);
+    delete_broker_objects(&prefix, &[number]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
