@@ -302,6 +302,7 @@ impl BareQueues {
 
     async fn delete(self) {
         delete_broker_objects(&self.prefix, &self.ids).await;
+        self.broker.close().await;
     }
 }
 
