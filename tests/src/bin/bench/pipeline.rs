@@ -432,17 +432,14 @@ async fn row_changes(db: &TestDb, table: &str, numbers: &[Uuid], ids: &[i64], re
     .map(|set| format!("UPDATE {table} SET {set} WHERE id = ANY($1)"));
     let n = numbers.len();
     let read_below = (read_share * 100.0).round() as usize;
-    let units: Vec<(usize, Vec<i64>)> = ids
-        .chunks(PICKED * n)
-        .enumerate()
-        .map(|(u, unit)| (u * PICKED * n, unit.to_vec()))
-        .collect();
-    let units = Arc::new(units);
-    // Each lane takes the next unit not taken yet.
+    // Work goes in units of PICKED messages a number; each lane takes the
+    // next unit not taken yet.
+    let unit_len = PICKED * n;
+    let ids: Arc<[i64]> = ids.into();
     let next = Arc::new(AtomicUsize::new(0));
     let mut lanes = tokio::task::JoinSet::new();
     for _ in 0..LANES {
-        let (pool, units, numbers) = (db.pool.clone(), units.clone(), numbers.to_vec());
+        let (pool, ids, numbers) = (db.pool.clone(), ids.clone(), numbers.to_vec());
         let (next, pick, steps) = (next.clone(), pick.clone(), steps.clone());
         lanes.spawn(async move {
             let client = pool.get().await.expect("connection");
@@ -451,8 +448,15 @@ async fn row_changes(db: &TestDb, table: &str, numbers: &[Uuid], ids: &[i64], re
             for step in &steps {
                 prepared.push(client.prepare(step).await.expect("prepare"));
             }
-            let steps = prepared;
-            while let Some((first, unit)) = units.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let [claim, sent, delivered, read] = <[_; 4]>::try_from(prepared).expect("4 steps");
+            loop {
+                let first = next.fetch_add(1, Ordering::Relaxed) * unit_len;
+                let Some(unit) = ids.get(first..(first + unit_len).min(ids.len())) else {
+                    break;
+                };
+                if unit.is_empty() {
+                    break;
+                }
                 for (k, number) in numbers.iter().enumerate() {
                     let picked: Vec<i64> = unit.iter().skip(k).step_by(n).copied().collect();
                     client
@@ -461,15 +465,15 @@ async fn row_changes(db: &TestDb, table: &str, numbers: &[Uuid], ids: &[i64], re
                         .expect("pick");
                 }
                 for (r, round) in unit.chunks(n).enumerate() {
-                    let read: Vec<i64> = (0..round.len())
+                    for statement in [&claim, &sent, &delivered] {
+                        client.execute(statement, &[&round]).await.expect("step");
+                    }
+                    let read_ids: Vec<i64> = (0..round.len())
                         .filter(|i| (first + r * n + i) % 100 < read_below)
                         .map(|i| round[i])
                         .collect();
-                    for (step, statement) in steps.iter().enumerate() {
-                        let batch = if step == 3 { &read[..] } else { round };
-                        if !batch.is_empty() {
-                            client.execute(statement, &[&batch]).await.expect("step");
-                        }
+                    if !read_ids.is_empty() {
+                        client.execute(&read, &[&read_ids]).await.expect("read");
                     }
                 }
             }
