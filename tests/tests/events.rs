@@ -402,3 +402,37 @@ async fn the_outbox_lag_is_the_age_of_the_oldest_row_waiting() {
     let lag = outbox::lag_seconds(&client).await.unwrap();
     assert!((5.0..6.0).contains(&lag), "{lag}");
 }
+
+/// An event's times are UTC with microseconds whatever the session's time
+/// zone, and the function that formats them is inlined into the statement
+/// calling it: declared more immutable than its body, it ran as a query of
+/// its own, planned at every call, twice per event (migration 0012).
+#[tokio::test]
+async fn event_times_are_utc_and_formatted_inside_the_calling_statement() {
+    let db = TestDb::create().await;
+    let client = db.pool.get().await.unwrap();
+    client
+        .batch_execute("SET TimeZone = 'America/Sao_Paulo'")
+        .await
+        .unwrap();
+    let formatted: String = client
+        .query_one(
+            "SELECT herald_json_time('2026-01-02 03:04:05.000006+00')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(formatted, "2026-01-02T03:04:05.000006Z");
+    let plan: String = client
+        .query("EXPLAIN (VERBOSE) SELECT herald_json_time(now())", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect();
+    assert!(
+        plan.contains("to_char(") && !plan.contains("herald_json_time"),
+        "not inlined: {plan}"
+    );
+}

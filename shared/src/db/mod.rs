@@ -205,6 +205,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "scheduled_by_age",
         include_str!("../../../migrations/0011_scheduled_by_age.sql"),
     ),
+    (
+        12,
+        "event_time_inline",
+        include_str!("../../../migrations/0012_event_time_inline.sql"),
+    ),
 ];
 
 /// Applies the migrations not applied yet, each in its own transaction, under an
