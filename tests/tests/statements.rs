@@ -792,6 +792,28 @@ async fn verdicts_and_receipts_handed_over_at_once_all_commit() {
         .unwrap()
         .get(0);
     assert_eq!(unread, 0);
+    // Both handed over before the writer ran, so one batch: each message
+    // announced sent, delivered and read, in that order, although the
+    // batch's statements go out without waiting for each other.
+    let announced: Vec<Vec<String>> = client
+        .query(
+            "SELECT array_agg(topic ORDER BY id) FROM outbox
+              WHERE (payload->'data'->>'message_id')::bigint = ANY($1)
+              GROUP BY payload->'data'->>'message_id'",
+            &[&ids],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(announced.len(), MESSAGES);
+    for topics in announced {
+        assert_eq!(
+            topics,
+            ["message.sent", "message.delivered", "message.read"]
+        );
+    }
 }
 
 #[tokio::test]

@@ -520,6 +520,14 @@ pub async fn claim_many(
     Ok(answers)
 }
 
+const RECORD_SENT: &str = "UPDATE messages m
+        SET state = CASE WHEN m.state IN ('sending', 'unknown') THEN 'sent'::message_state
+                         ELSE m.state END,
+            sent_at = coalesce(m.sent_at, v.at)
+       FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS v(id, epoch, at)
+      WHERE m.id = v.id AND m.claim_epoch = v.epoch
+        AND m.state IN ('sending', 'unknown', 'delivered', 'read')";
+
 /// The server accepted these messages (the same index in each slice: id,
 /// the epoch it was claimed under, when). Also settles a message a takeover
 /// had marked `unknown`, and keeps a receipt that overtook this write.
@@ -532,17 +540,7 @@ pub async fn record_sent(
     ats: &[DateTime<Utc>],
 ) -> Result<u64, DbError> {
     debug_assert!(message_ids.len() == epochs.len() && ats.len() == epochs.len());
-    let stmt = client
-        .prepare_cached(
-            "UPDATE messages m
-                SET state = CASE WHEN m.state IN ('sending', 'unknown') THEN 'sent'::message_state
-                                 ELSE m.state END,
-                    sent_at = coalesce(m.sent_at, v.at)
-               FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS v(id, epoch, at)
-              WHERE m.id = v.id AND m.claim_epoch = v.epoch
-                AND m.state IN ('sending', 'unknown', 'delivered', 'read')",
-        )
-        .await?;
+    let stmt = client.prepare_cached(RECORD_SENT).await?;
     Ok(client
         .execute(&stmt, &[&message_ids, &epochs, &ats])
         .await?)
@@ -723,6 +721,47 @@ pub enum ReceiptKind {
     Read,
 }
 
+impl ReceiptKind {
+    /// The statement [`apply_receipts`] runs for this kind.
+    fn statement(self) -> &'static str {
+        match self {
+            ReceiptKind::Delivered => {
+                "UPDATE messages m
+                    SET state = 'delivered', delivered_at = coalesce(m.delivered_at, r.at),
+                        sent_at = coalesce(m.sent_at, r.at)
+                   FROM (SELECT number_id, wa_id, min(at) AS at
+                           FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(number_id, wa_id, at)
+                          GROUP BY number_id, wa_id) r
+                  WHERE m.wa_message_id = r.wa_id AND m.sender_number_id = r.number_id
+                    AND m.state IN ('sending', 'sent', 'unknown')"
+            }
+            ReceiptKind::Read => {
+                "UPDATE messages m
+                    SET state = 'read', read_at = coalesce(m.read_at, r.at),
+                        delivered_at = coalesce(m.delivered_at, r.at), sent_at = coalesce(m.sent_at, r.at)
+                   FROM (SELECT number_id, wa_id, min(at) AS at
+                           FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(number_id, wa_id, at)
+                          GROUP BY number_id, wa_id) r
+                  WHERE m.wa_message_id = r.wa_id AND m.sender_number_id = r.number_id
+                    AND m.state IN ('sending', 'sent', 'delivered', 'unknown')"
+            }
+        }
+    }
+}
+
+/// Prepares (once per connection) the statements of [`record_sent`] and
+/// [`apply_receipts`], so that calls of them sent at once, without waiting
+/// for each other's answers, reach Postgres in the order they were made: a
+/// call whose statement is not prepared yet waits for the preparation
+/// before it sends, and a later call could overtake it.
+pub async fn prepare_outcomes(client: &impl GenericClient) -> Result<(), DbError> {
+    client.prepare_cached(RECORD_SENT).await?;
+    for kind in [ReceiptKind::Delivered, ReceiptKind::Read] {
+        client.prepare_cached(kind.statement()).await?;
+    }
+    Ok(())
+}
+
 /// Applies receipts of one kind: message `i` is the one with WhatsApp id
 /// `wa_message_ids[i]` sent from number `number_ids[i]`, and its receipt came
 /// at `ats[i]`. One statement for a whole batch, of any numbers (a worker
@@ -738,29 +777,7 @@ pub async fn apply_receipts(
     ats: &[DateTime<Utc>],
 ) -> Result<u64, DbError> {
     debug_assert!(number_ids.len() == wa_message_ids.len() && ats.len() == wa_message_ids.len());
-    let sql = match kind {
-        ReceiptKind::Delivered => {
-            "UPDATE messages m
-                SET state = 'delivered', delivered_at = coalesce(m.delivered_at, r.at),
-                    sent_at = coalesce(m.sent_at, r.at)
-               FROM (SELECT number_id, wa_id, min(at) AS at
-                       FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(number_id, wa_id, at)
-                      GROUP BY number_id, wa_id) r
-              WHERE m.wa_message_id = r.wa_id AND m.sender_number_id = r.number_id
-                AND m.state IN ('sending', 'sent', 'unknown')"
-        }
-        ReceiptKind::Read => {
-            "UPDATE messages m
-                SET state = 'read', read_at = coalesce(m.read_at, r.at),
-                    delivered_at = coalesce(m.delivered_at, r.at), sent_at = coalesce(m.sent_at, r.at)
-               FROM (SELECT number_id, wa_id, min(at) AS at
-                       FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS u(number_id, wa_id, at)
-                      GROUP BY number_id, wa_id) r
-              WHERE m.wa_message_id = r.wa_id AND m.sender_number_id = r.number_id
-                AND m.state IN ('sending', 'sent', 'delivered', 'unknown')"
-        }
-    };
-    let stmt = client.prepare_cached(sql).await?;
+    let stmt = client.prepare_cached(kind.statement()).await?;
     Ok(client
         .execute(&stmt, &[&number_ids, &wa_message_ids, &ats])
         .await?)
