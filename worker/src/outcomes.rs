@@ -86,10 +86,11 @@ impl Batch for Outcomes {
         // (tokio-postgres sends a call's request when it is first polled,
         // and `try_join!` polls in order): two round trips fewer a batch,
         // and no planning at each call, on the path every number's next
-        // send waits on (docs/BENCHMARKS.md, "Outcomes in one flight"). The
-        // message statements are prepared first, or one still being
-        // prepared could be overtaken by the next; the campaigns' statement
-        // touches other rows, and its place in the order does not matter.
+        // send waits on (docs/BENCHMARKS.md, "Event times inlined, outcomes
+        // in one flight"). The message statements are prepared first, or
+        // one still being prepared could be overtaken by the next; the
+        // campaigns' statement touches other rows, and its place in the
+        // order does not matter.
         db::messages::prepare_outcomes(&tx).await?;
         let (_, _, _, delivered, read) = tokio::try_join!(
             db::generic_plans(&tx),

@@ -294,14 +294,14 @@ pub async fn index_scans_only(tx: &Transaction<'_>) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Makes Postgres run the prepared statements of the rest of `tx` with
-/// their generic plans instead of planning them again for each call's
-/// parameters. It plans a statement anew while it guesses that a plan for
-/// the parameters at hand beats the generic one, and for statements that
-/// take their rows as arrays (`unnest($1)`) it keeps guessing so: the
-/// worker's read receipts were planned at 94% of their calls, 0.27 ms
-/// each (docs/BENCHMARKS.md, "Outcomes in one flight"). Their generic
-/// plans read the same indexes.
+/// Makes Postgres run the prepared statements of the rest of the
+/// transaction with their generic plans instead of planning them again for
+/// each call's parameters. It plans a statement anew while it guesses that
+/// a plan for the parameters at hand beats the generic one, and for
+/// statements that take their rows as arrays (`unnest($1)`) it keeps
+/// guessing so: the worker's read receipts were planned at 88–94% of their
+/// calls, 0.26–0.27 ms each (docs/BENCHMARKS.md, "Event times inlined,
+/// outcomes in one flight"). Their generic plans read the same indexes.
 pub async fn generic_plans(client: &impl GenericClient) -> Result<(), DbError> {
     client
         .batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
