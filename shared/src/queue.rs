@@ -28,7 +28,7 @@ use std::{
 
 use futures_util::StreamExt;
 use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
+    Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, Consumer,
     ExchangeKind,
     message::Delivery,
     options::{
@@ -591,10 +591,11 @@ pub enum Settle {
     Reject,
 }
 
-/// Acks, requeues or rejects `delivery`, bounded by [`SETTLE_TIMEOUT`].
+/// Acks, requeues or rejects a delivery (`&delivery` will do, or its
+/// acker alone, which outlives it), bounded by [`SETTLE_TIMEOUT`].
 /// False when that did not reach the broker: its channel is closed or
 /// failing, and the broker redelivers the job once the channel is gone.
-pub async fn settle(delivery: &Delivery, how: Settle) -> bool {
+pub async fn settle(delivery: &Acker, how: Settle) -> bool {
     let settled = async {
         match how {
             Settle::Ack => delivery.ack(BasicAckOptions::default()).await,

@@ -271,7 +271,8 @@ async fn s2_crash_points_in_the_send_protocol_are_settled_without_resending() {
         touched[0]
     );
 
-    // Recorded, not acked: the redelivered job finds nothing to claim.
+    // Recorded (the job was acked at the claim): nothing comes back, nothing
+    // is left to settle.
     let (outcome, touched) = crash_at("after_commit").await;
     figures("after_commit", "", &outcome);
     outcome.assert_safe();

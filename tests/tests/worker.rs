@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use herald_shared::domain::NumberKind;
+use herald_shared::{config::Config, domain::NumberKind};
 use herald_tests::{
     TestDb, fixtures::Fixture, inprocess::config, stack::delete_broker_objects, unique_suffix,
     wait_for,
@@ -13,7 +13,34 @@ use herald_worker::session::{
     Connectors, SendError,
     fake::{Action, FakeNetwork},
 };
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// A worker on `network` and a scheduler, in this process, until `shutdown`.
+fn start(
+    config: &Config,
+    network: &FakeNetwork,
+    shutdown: &CancellationToken,
+) -> (JoinHandle<()>, JoinHandle<()>) {
+    let connectors = Connectors::default().with(NumberKind::Sim, Arc::new(network.clone()));
+    let worker = tokio::spawn({
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        async move {
+            herald_worker::run(&config, connectors, shutdown)
+                .await
+                .unwrap()
+        }
+    });
+    let scheduler = tokio::spawn({
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        async move {
+            herald_scheduler::run(&config, Default::default(), shutdown)
+                .await
+                .unwrap()
+        }
+    });
+    (worker, scheduler)
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_verdict_ends_in_its_state() {
@@ -42,23 +69,7 @@ async fn each_verdict_ends_in_its_state() {
         Err(SendError::NotSent("connection blip".into())),
     ]);
     let shutdown = CancellationToken::new();
-    let connectors = Connectors::default().with(NumberKind::Sim, Arc::new(network.clone()));
-    let worker = tokio::spawn({
-        let (config, shutdown) = (config.clone(), shutdown.clone());
-        async move {
-            herald_worker::run(&config, connectors, shutdown)
-                .await
-                .unwrap()
-        }
-    });
-    let scheduler = tokio::spawn({
-        let (config, shutdown) = (config.clone(), shutdown.clone());
-        async move {
-            herald_scheduler::run(&config, Default::default(), shutdown)
-                .await
-                .unwrap()
-        }
-    });
+    let (worker, scheduler) = start(&config, &network, &shutdown);
 
     let client = db.pool.get().await.unwrap();
     let rows = wait_for("every message to end", Duration::from_secs(30), || {
@@ -153,6 +164,103 @@ async fn each_verdict_ends_in_its_state() {
         .unwrap()
         .get(0);
     assert_eq!(live, 0, "lease released on shutdown");
+    drop(client);
+    delete_broker_objects(&prefix, &[number]).await;
+}
+
+/// Once its message is claimed, a job has done its part: it is acked while
+/// the call is still in flight, so the broker hands over the number's next
+/// job meanwhile; that job waits, unclaimed, for the verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_acked_once_its_message_is_claimed() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 100).await;
+    let campaign = fx.campaign(&db, &[number], 2).await;
+    let prefix = format!("herald_t_{}", unique_suffix());
+    let config = config(
+        &db,
+        &prefix,
+        &[
+            ("HERALD__SCHEDULER__TICK_MS", "50"),
+            ("HERALD__SCHEDULER__LOOKAHEAD", "2"),
+            ("HERALD__PACING__DEFAULT_JITTER_KIND", "none"),
+            ("HERALD__PACING__TYPING_MIN_MS", "1"),
+            ("HERALD__PACING__TYPING_MAX_MS", "1"),
+        ],
+    );
+    let network = FakeNetwork::new();
+    network.hold();
+    let shutdown = CancellationToken::new();
+    let (worker, scheduler) = start(&config, &network, &shutdown);
+
+    let client = db.pool.get().await.unwrap();
+    let states = || {
+        let client = &client;
+        async move {
+            let rows = client
+                .query(
+                    "SELECT state::text FROM messages WHERE campaign_id = $1 ORDER BY state",
+                    &[&campaign],
+                )
+                .await
+                .ok()?;
+            Some(rows.iter().map(|r| r.get(0)).collect::<Vec<String>>())
+        }
+    };
+    wait_for(
+        "one message claimed, the other's job published",
+        Duration::from_secs(30),
+        || async {
+            let states = states().await?;
+            (states == ["scheduled", "sending"]).then_some(())
+        },
+    )
+    .await;
+    let broker = herald_shared::queue::Broker::new(&config.rabbitmq, "test");
+    let channel = broker.channel().await.unwrap();
+    let queue = herald_shared::queue::Topology::new(&config.rabbitmq).send_queue(number);
+    // Acked at the claim, the first job let the broker deliver the second;
+    // acked only after the verdict, the first would still hold it back.
+    wait_for(
+        "both jobs out of the queue",
+        Duration::from_secs(10),
+        || {
+            let (channel, queue) = (&channel, &queue);
+            async move {
+                let declared = channel
+                    .queue_declare(
+                        queue.as_str().into(),
+                        lapin::options::QueueDeclareOptions {
+                            passive: true,
+                            ..Default::default()
+                        },
+                        Default::default(),
+                    )
+                    .await
+                    .ok()?;
+                (declared.message_count() == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        states().await.unwrap(),
+        ["scheduled", "sending"],
+        "the next job waits for the verdict before its claim"
+    );
+    assert!(network.sent().is_empty(), "the call is still in flight");
+
+    network.release();
+    wait_for("both messages sent", Duration::from_secs(30), || async {
+        let states = states().await?;
+        (states == ["sent", "sent"]).then_some(())
+    })
+    .await;
+    broker.close().await;
+    shutdown.cancel();
+    worker.await.unwrap();
+    scheduler.await.unwrap();
     drop(client);
     delete_broker_objects(&prefix, &[number]).await;
 }

@@ -3,9 +3,11 @@
 //!
 //! Format: comma-separated `point` or `point@n` (abort on the n-th time the
 //! point is reached; default the first). Points:
-//! - `after_claim`: the message is `sending`, WhatsApp was not called.
-//! - `after_call`: WhatsApp accepted the message, the outcome is not recorded.
-//! - `after_commit`: the outcome is recorded, the job is not acked.
+//! - `after_claim`: the message is `sending`, WhatsApp was not called, the
+//!   job is not acked.
+//! - `after_call`: WhatsApp accepted the message, the outcome is not recorded
+//!   (the job was acked at the claim).
+//! - `after_commit`: the outcome is recorded, the next job not taken.
 //!
 //! And `poison=<message id>`: abort every time that message is about to be
 //! sent, before anything is claimed (a job that crashes its worker, until the

@@ -4,16 +4,17 @@
 //! 1. look the message up (nothing to do if it is no longer waiting);
 //! 2. wait for the connection, then for the pacing gap, then show "typing…";
 //! 3. **claim** it in Postgres (`scheduled → sending`, fenced by the lease epoch);
-//! 4. call WhatsApp with the message id fixed at creation;
+//! 4. ack the job (the claim is the record now) and, meanwhile, call WhatsApp
+//!    with the message id fixed at creation;
 //! 5. record the verdict (`sent`, `failed`, `unknown`, or back to `queued` when
-//!    it provably did not leave);
-//! 6. ack the job.
+//!    it provably did not leave), and only then take the next job.
 //!
 //! Steps 1–2 can be abandoned at any moment (shutdown, lease lost): nothing was
 //! claimed, the job goes back to the queue. Steps 3–5 always run to the end, so
 //! a claimed message always gets its outcome recorded by this process, unless
 //! the process dies, in which case the next owner finds it `sending` under an
-//! older epoch and records it `unknown`.
+//! older epoch and records it `unknown` when it takes the number over (whether
+//! or not the job comes back: a job that does finds nothing to claim).
 
 use std::{
     future::Future,
@@ -35,6 +36,7 @@ use herald_shared::{
     queue::{self, QueueError, Settle, Subscription},
     task::{JobPacing, SendTask},
 };
+use lapin::message::Delivery;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -242,8 +244,53 @@ async fn load_number(
 enum Disposition {
     /// Finished (sent, recorded, or nothing to do): ack.
     Ack,
-    /// Not started (nothing claimed) and the number is being let go: requeue.
+    /// The number is being let go: requeue the job if nothing was claimed
+    /// (once claimed it was acked, see [`Job`]).
     GiveBack,
+}
+
+/// A job in hand. Once its message is claimed, the job has done its part
+/// (Postgres holds the claim, and a crash from there on is settled by the
+/// next owner of the number, not by the job), so it is acked at once, while
+/// the call and the verdict go on: the broker's next delivery then overlaps
+/// them instead of following them (docs/DESIGN.md, "The send protocol").
+struct Job<'a> {
+    delivery: &'a Delivery,
+    /// The ack sent at the claim, running on its own so that a slow broker
+    /// never holds up recording the verdict.
+    acked: Option<tokio::task::JoinHandle<bool>>,
+}
+
+impl<'a> Job<'a> {
+    fn new(delivery: &'a Delivery) -> Self {
+        Self {
+            delivery,
+            acked: None,
+        }
+    }
+
+    /// Acks the job now, without waiting for the ack to be written.
+    fn ack_claimed(&mut self) {
+        let acker = self.delivery.acker.clone();
+        self.acked = Some(tokio::spawn(async move {
+            queue::settle(&acker, Settle::Ack).await
+        }));
+    }
+
+    /// Settles the job as `disposition` says, unless it was acked at its
+    /// claim. False if the broker did not hear of it.
+    async fn settle(self, disposition: Disposition) -> bool {
+        match self.acked {
+            Some(acked) => acked.await.unwrap_or(false),
+            None => {
+                let how = match disposition {
+                    Disposition::Ack => Settle::Ack,
+                    Disposition::GiveBack => Settle::Requeue,
+                };
+                queue::settle(self.delivery, how).await
+            }
+        }
+    }
 }
 
 struct NumberDriver {
@@ -282,7 +329,9 @@ impl NumberDriver {
         let topology = &self.ctx.topology;
         let number_id = self.number.id;
         // One unacked job at a time: the pacing wait happens while holding it,
-        // and no other job of the number is in this worker's hands meanwhile.
+        // and no other job of the number is in this worker's hands meanwhile
+        // (the next one arrives once this one's message is claimed, and waits
+        // for its verdict to be recorded).
         self.ctx
             .broker
             .subscribe(
@@ -318,21 +367,23 @@ impl NumberDriver {
                     continue;
                 }
             };
-            let disposition = self.send(message_id, pacing).await;
-            let how = match disposition {
-                Disposition::Ack => Settle::Ack,
-                Disposition::GiveBack => Settle::Requeue,
-            };
+            let mut job = Job::new(&delivery);
+            let disposition = self.send(&mut job, message_id, pacing).await;
             // A job the broker did not hear about is redelivered once this
             // channel is gone: subscribe again rather than wait on it.
-            if !queue::settle(&delivery, how).await || disposition == Disposition::GiveBack {
+            if !job.settle(disposition).await || disposition == Disposition::GiveBack {
                 return;
             }
         }
     }
 
     /// The send protocol for one message (see the module docs).
-    async fn send(&mut self, message_id: i64, pacing: Option<JobPacing>) -> Disposition {
+    async fn send(
+        &mut self,
+        job: &mut Job<'_>,
+        message_id: i64,
+        pacing: Option<JobPacing>,
+    ) -> Disposition {
         let number_id = self.number.id;
         let epoch = self.lease.epoch;
 
@@ -453,7 +504,8 @@ impl NumberDriver {
             return Disposition::Ack;
         }
 
-        // 4. The call.
+        // 4. The call, the job acked meanwhile (see `Job`).
+        job.ack_claimed();
         let call_started = Instant::now();
         let outgoing = OutgoingText {
             wa_message_id: claimed.wa_message_id.clone(),

@@ -1,6 +1,7 @@
 //! An in-process stand-in for a WhatsApp network, for tests that exercise the
 //! worker without the simulator process: it records what was sent and typed,
-//! answers sends with scripted outcomes, and lets the test push events.
+//! answers sends with scripted outcomes (or holds them unanswered), and lets
+//! the test push events.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -51,6 +52,8 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct FakeNetwork {
     inner: Arc<Mutex<Inner>>,
+    /// While true, calls wait unanswered (see [`FakeNetwork::hold`]).
+    held: Arc<watch::Sender<bool>>,
 }
 
 impl FakeNetwork {
@@ -76,6 +79,18 @@ impl FakeNetwork {
     /// What sessions answer when asked when their time-lock ends.
     pub fn set_timelocked_until(&self, until: Option<chrono::DateTime<chrono::Utc>>) {
         self.lock().timelocked_until = until;
+    }
+
+    /// From now on calls wait, unanswered and unrecorded, until
+    /// [`release`](Self::release): a call in flight for as long as a test
+    /// needs.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    /// Lets held calls (and later ones) be answered.
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 
     /// The next sends end this way, in order.
@@ -164,6 +179,9 @@ impl Session for FakeSession {
         if !self.connected() {
             return Err(SendError::NotSent("not connected".into()));
         }
+        // Only `send_replace` ever changes the value, and the sender lives
+        // as long as the network: the wait cannot fail.
+        let _ = self.network.held.subscribe().wait_for(|held| !held).await;
         let mut inner = self.network.lock();
         let outcome = inner.outcomes.pop_front().unwrap_or(Ok(()));
         if !matches!(outcome, Err(SendError::NotSent(_))) {
