@@ -595,19 +595,19 @@ pub enum Settle {
 /// acker alone, which outlives it), bounded by [`SETTLE_TIMEOUT`].
 /// False when that did not reach the broker: its channel is closed or
 /// failing, and the broker redelivers the job once the channel is gone.
-pub async fn settle(delivery: &Acker, how: Settle) -> bool {
+pub async fn settle(acker: &Acker, how: Settle) -> bool {
     let settled = async {
         match how {
-            Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
+            Settle::Ack => acker.ack(BasicAckOptions::default()).await,
             Settle::Requeue => {
-                delivery
+                acker
                     .nack(BasicNackOptions {
                         requeue: true,
                         ..BasicNackOptions::default()
                     })
                     .await
             }
-            Settle::Reject => delivery.reject(BasicRejectOptions { requeue: false }).await,
+            Settle::Reject => acker.reject(BasicRejectOptions { requeue: false }).await,
         }
     };
     match tokio::time::timeout(SETTLE_TIMEOUT, settled).await {
