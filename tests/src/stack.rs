@@ -476,6 +476,23 @@ pub fn rabbit_config(prefix: &str) -> RabbitConfig {
     }
 }
 
+/// How many messages wait in `queue`, ready (not delivered to a consumer):
+/// a passive declare on `channel`, which the broker closes if the queue does
+/// not exist.
+pub async fn ready_in_queue(channel: &lapin::Channel, queue: &str) -> Result<u32, lapin::Error> {
+    let declared = channel
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await?;
+    Ok(declared.message_count())
+}
+
 /// The webhook back-offs of `schedule` (`None`: the configured default).
 pub fn retry_delays(schedule: Option<&str>) -> Vec<Duration> {
     let env: Vec<(String, String)> = schedule

@@ -417,29 +417,14 @@ async fn starting_is_idempotent_and_announced_once() {
         },
     )
     .await;
-    let config = herald_shared::config::RabbitConfig {
-        url: herald_shared::config::Secret::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
-        prefix: server.prefix.clone(),
-        connect_timeout_ms: 5000,
-        confirm_timeout_ms: 5000,
-        delivery_limit: 5,
-    };
+    let config = herald_tests::stack::rabbit_config(&server.prefix);
     let broker = herald_shared::queue::Broker::new(&config, "test");
     let channel = broker.channel().await.unwrap();
     let queue = herald_shared::queue::Topology::new(&config).scheduler_queue();
-    let declared = channel
-        .queue_declare(
-            queue.into(),
-            lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        declared.message_count(),
+        herald_tests::stack::ready_in_queue(&channel, &queue)
+            .await
+            .unwrap(),
         1,
         "exactly one campaign.started event"
     );

@@ -6,8 +6,11 @@ use std::{sync::Arc, time::Duration};
 
 use herald_shared::{config::Config, domain::NumberKind};
 use herald_tests::{
-    TestDb, fixtures::Fixture, inprocess::config, stack::delete_broker_objects, unique_suffix,
-    wait_for,
+    TestDb,
+    fixtures::Fixture,
+    inprocess::config,
+    stack::{delete_broker_objects, ready_in_queue},
+    unique_suffix, wait_for,
 };
 use herald_worker::session::{
     Connectors, SendError,
@@ -225,22 +228,9 @@ async fn a_job_is_acked_once_its_message_is_claimed() {
     wait_for(
         "both jobs out of the queue",
         Duration::from_secs(10),
-        || {
-            let (channel, queue) = (&channel, &queue);
-            async move {
-                let declared = channel
-                    .queue_declare(
-                        queue.as_str().into(),
-                        lapin::options::QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                        Default::default(),
-                    )
-                    .await
-                    .ok()?;
-                (declared.message_count() == 0).then_some(())
-            }
+        || async {
+            let ready = ready_in_queue(&channel, &queue).await.ok()?;
+            (ready == 0).then_some(())
         },
     )
     .await;
