@@ -101,6 +101,9 @@ struct Outcome {
     numbers: u32,
     hours: f64,
     rules_hit: Vec<String>,
+    /// Messages in any other state at the end, as `state count` (why some
+    /// were not sent, when some were not).
+    unsent: Vec<String>,
 }
 
 impl std::fmt::Display for Outcome {
@@ -121,6 +124,9 @@ impl std::fmt::Display for Outcome {
         )?;
         if !self.rules_hit.is_empty() {
             write!(f, "; rules tripped: {}", self.rules_hit.join(", "))?;
+        }
+        if !self.unsent.is_empty() {
+            write!(f, "; not sent: {}", self.unsent.join(", "))?;
         }
         Ok(())
     }
@@ -198,11 +204,12 @@ async fn send(sender: &Sender, numbers: u32, scale: u64) -> Outcome {
     // (network time; no pacing gap comes near it): banned and time-locked
     // numbers send nothing more to these recipients today.
     let stalled_after = Duration::from_millis(30 * 60_000 / scale);
+    const SENT: [&str; 3] = ["sent", "delivered", "read"];
     let (mut sent, mut last_progress) = (0, Instant::now());
-    loop {
+    let unsent = loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let stats = stack.api.campaign(&campaign).await;
-        let now_sent = ["sent", "delivered", "read"]
+        let now_sent = SENT
             .iter()
             .map(|s| stats["counts"][s].as_u64().unwrap_or(0))
             .sum::<u64>();
@@ -210,9 +217,14 @@ async fn send(sender: &Sender, numbers: u32, scale: u64) -> Outcome {
             (sent, last_progress) = (now_sent, Instant::now());
         }
         if stats["status"] == "completed" || last_progress.elapsed() > stalled_after {
-            break;
+            let counts = stats["counts"].as_object().cloned().unwrap_or_default();
+            break counts
+                .iter()
+                .filter(|(state, n)| !SENT.contains(&state.as_str()) && n.as_u64() > Some(0))
+                .map(|(state, n)| format!("{state} {n}"))
+                .collect::<Vec<_>>();
         }
-    }
+    };
     let took = (last_progress - started).as_secs_f64() * scale as f64 / 3600.0;
     let network = stack.sim.numbers().await;
     let numbers_view = network.as_array().expect("numbers");
@@ -239,5 +251,6 @@ async fn send(sender: &Sender, numbers: u32, scale: u64) -> Outcome {
         numbers,
         hours: took,
         rules_hit,
+        unsent,
     }
 }
