@@ -217,9 +217,10 @@ async fn send(sender: &Sender, numbers: u32, scale: u64) -> Outcome {
             (sent, last_progress) = (now_sent, Instant::now());
         }
         if stats["status"] == "completed" || last_progress.elapsed() > stalled_after {
-            let counts = stats["counts"].as_object().cloned().unwrap_or_default();
-            break counts
-                .iter()
+            break stats["counts"]
+                .as_object()
+                .into_iter()
+                .flatten()
                 .filter(|(state, n)| !SENT.contains(&state.as_str()) && n.as_u64() > Some(0))
                 .map(|(state, n)| format!("{state} {n}"))
                 .collect::<Vec<_>>();
