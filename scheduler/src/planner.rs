@@ -41,7 +41,7 @@ use herald_shared::{
         campaigns::PlanningCampaign,
         messages::{Assigned, Pick},
         planning::LiveNumber,
-        sender_usage::{DayBudget, TenantDay},
+        sender_usage::DayBudget,
     },
     domain::NumberState,
     events::{Event, EventBody},
@@ -437,16 +437,12 @@ impl Planner {
         drop(client);
         drop(permit);
 
-        let published =
-            futures_util::future::try_join_all(planned.iter().map(|(c, budget, picked)| {
-                self.publish_planned(
-                    c.number,
-                    budget,
-                    &tenants[&c.number.tenant_id],
-                    &picked.assigned,
-                )
-            }))
-            .await?;
+        let published = futures_util::future::try_join_all(
+            planned
+                .iter()
+                .map(|(c, _, picked)| self.publish_planned(c.number, &picked.assigned)),
+        )
+        .await?;
         Ok(published
             .into_iter()
             .fold((0, 0), |(sent, failed), (s, f)| (sent + s, failed + f)))
@@ -526,8 +522,6 @@ impl Planner {
     async fn publish_planned(
         &self,
         number: &LiveNumber,
-        budget: &DayBudget,
-        tenant: &TenantDay,
         assigned: &[Assigned],
     ) -> Result<(usize, usize), PlanError> {
         let ids: Vec<i64> = assigned.iter().map(|a| a.id).collect();
@@ -535,13 +529,9 @@ impl Planner {
             .publish_jobs(number.id, &ids, Some(self.job_pacing(number)))
             .await;
         if !failed.is_empty() {
+            // Back to the queue, and their budgets given back.
             let client = self.pool.get().await.map_err(DbError::from)?;
-            let returned = db::messages::unschedule(&client, &failed).await? as i32;
-            db::sender_usage::give_back(&client, number.id, budget.day, returned).await?;
-            if tenant.cap.is_some() {
-                db::sender_usage::give_back_tenant(&client, number.tenant_id, tenant.day, returned)
-                    .await?;
-            }
+            db::messages::unschedule(&client, &failed).await?;
         }
         metrics::counter!(m::JOBS_PUBLISHED, "reason" => "new")
             .increment((ids.len() - failed.len()) as u64);

@@ -1276,12 +1276,9 @@ async fn checking_for_finished_campaigns_marks_the_sent_messages_dead_in_the_ind
     );
 }
 
-#[tokio::test]
-async fn the_daily_budget_is_counted_per_day_of_the_numbers_zone() {
-    let db = TestDb::create().await;
-    let fx = Fixture::new(&db).await;
-    let number = fx.number(&db, 1, 5).await;
-    let client = db.pool.get().await.unwrap();
+/// Every number in UTC+14, where the date differs from UTC's for half the
+/// day.
+async fn far_east(client: &impl herald_shared::db::GenericClient) {
     client
         .execute(
             "UPDATE sender_numbers SET time_zone = 'Pacific/Kiritimati'",
@@ -1289,6 +1286,15 @@ async fn the_daily_budget_is_counted_per_day_of_the_numbers_zone() {
         )
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn the_daily_budget_is_counted_per_day_of_the_numbers_zone() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 5).await;
+    let client = db.pool.get().await.unwrap();
+    far_east(&client).await;
     let budget = sender_usage::lock_today(&client, &[number], Utc::now())
         .await
         .unwrap()
@@ -1310,13 +1316,71 @@ async fn the_daily_budget_is_counted_per_day_of_the_numbers_zone() {
     sender_usage::add(&client, &[(number, budget.day, 1)])
         .await
         .unwrap();
-    sender_usage::give_back(&client, number, budget.day, 2)
-        .await
-        .unwrap();
     let budget = sender_usage::lock_today(&client, &[number], Utc::now())
         .await
         .unwrap()
         .remove(&number)
         .unwrap();
-    assert_eq!(budget.used, 2);
+    assert_eq!(budget.used, 4);
+}
+
+/// The day's usage of a number, its tenant and a variant, as the planner
+/// counted it.
+async fn usage(client: &impl herald_shared::db::GenericClient, number: Uuid) -> (i32, i32, i32) {
+    let row = client
+        .query_one(
+            "SELECT (SELECT coalesce(sum(assigned), 0)::int FROM sender_usage WHERE number_id = $1),
+                    (SELECT coalesce(sum(assigned), 0)::int FROM tenant_usage),
+                    (SELECT coalesce(sum(assigned), 0)::int FROM variant_usage WHERE number_id = $1)",
+            &[&number],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+/// A message handed back to the queue (its number cannot send it now, or its
+/// job was not published) gives back what its assignment counted against
+/// the number's, the tenant's and the variant's caps that day, once.
+#[tokio::test]
+async fn a_message_handed_back_gives_its_budget_back() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let number = fx.number(&db, 1, 5).await;
+    let campaign = fx.campaign(&db, &[number], 3).await;
+    let client = db.pool.get().await.unwrap();
+    far_east(&client).await;
+    let id = scheduled_message(&db, number, campaign).await;
+    let other = scheduled_message(&db, number, campaign).await;
+    // Counted as the planner counts them, on the number's and the tenant's
+    // day.
+    let day = sender_usage::lock_today(&client, &[number], Utc::now())
+        .await
+        .unwrap()[&number]
+        .day;
+    let tenant_day = sender_usage::lock_tenants_today(&client, &[fx.tenant_id], Utc::now())
+        .await
+        .unwrap()[&fx.tenant_id]
+        .day;
+    sender_usage::add(&client, &[(number, day, 2)])
+        .await
+        .unwrap();
+    sender_usage::add_tenant(&client, fx.tenant_id, tenant_day, 2)
+        .await
+        .unwrap();
+    sender_usage::add_variants(&client, number, day, campaign, &[(0, 2)])
+        .await
+        .unwrap();
+    assert_eq!(usage(&client, number).await, (2, 2, 2));
+
+    assert_eq!(messages::unschedule(&client, &[id]).await.unwrap(), 1);
+    assert_eq!(state_of(&db, id).await, "queued");
+    assert_eq!(state_of(&db, other).await, "scheduled");
+    assert_eq!(usage(&client, number).await, (1, 1, 1), "given back once");
+    assert_eq!(
+        messages::unschedule(&client, &[id]).await.unwrap(),
+        0,
+        "already queued"
+    );
+    assert_eq!(usage(&client, number).await, (1, 1, 1), "and not again");
 }

@@ -325,16 +325,57 @@ pub async fn release_due_retries(
     Ok(client.execute(&stmt, &[&now]).await?)
 }
 
-/// Puts scheduled messages whose job could not be published back in the queue.
+/// Puts scheduled messages back in the queue (their job could not be
+/// published, or their number cannot send them now), and gives back what
+/// their assignment counted against the daily caps: their number's and
+/// tenant's usage, and their variant's, on the day they were scheduled in
+/// each one's time zone. A message that never left must not spend a
+/// number's day: with a cap just the size of a campaign, one handed back
+/// would otherwise wait for the next day (docs/BENCHMARKS.md, number
+/// safety). Usage is never taken below zero (a tenant or variant without a
+/// limit counts nothing). Returns how many messages went back.
 pub async fn unschedule(client: &impl GenericClient, ids: &[i64]) -> Result<u64, DbError> {
     let stmt = client
         .prepare_cached(
-            "UPDATE messages
-                SET state = 'queued', sender_number_id = NULL, scheduled_at = NULL
-              WHERE id = ANY($1) AND state = 'scheduled'",
+            "WITH back AS (
+                 UPDATE messages m
+                    SET state = 'queued', sender_number_id = NULL, scheduled_at = NULL
+                   FROM (SELECT id, sender_number_id, scheduled_at FROM messages
+                          WHERE id = ANY($1) AND state = 'scheduled'
+                          ORDER BY id FOR UPDATE) was
+                  WHERE m.id = was.id
+                 RETURNING m.tenant_id, m.campaign_id, m.variant,
+                           was.sender_number_id AS number_id, was.scheduled_at
+             ), days AS (
+                 SELECT b.tenant_id, b.campaign_id, b.variant, b.number_id,
+                        (b.scheduled_at AT TIME ZONE n.time_zone)::date AS number_day,
+                        (b.scheduled_at AT TIME ZONE t.time_zone)::date AS tenant_day
+                   FROM back b
+                   JOIN sender_numbers n ON n.id = b.number_id
+                   JOIN tenants t ON t.id = b.tenant_id
+             ), numbers AS (
+                 UPDATE sender_usage u SET assigned = greatest(u.assigned - g.n, 0)
+                   FROM (SELECT number_id, number_day, count(*)::int AS n
+                           FROM days GROUP BY number_id, number_day) g
+                  WHERE u.number_id = g.number_id AND u.day = g.number_day
+             ), capped_tenants AS (
+                 UPDATE tenant_usage u SET assigned = greatest(u.assigned - g.n, 0)
+                   FROM (SELECT tenant_id, tenant_day, count(*)::int AS n
+                           FROM days GROUP BY tenant_id, tenant_day) g
+                  WHERE u.tenant_id = g.tenant_id AND u.day = g.tenant_day
+             ), variants AS (
+                 UPDATE variant_usage u SET assigned = greatest(u.assigned - g.n, 0)
+                   FROM (SELECT number_id, number_day, campaign_id, variant, count(*)::int AS n
+                           FROM days WHERE campaign_id IS NOT NULL
+                          GROUP BY number_id, number_day, campaign_id, variant) g
+                  WHERE u.number_id = g.number_id AND u.day = g.number_day
+                    AND u.campaign_id = g.campaign_id AND u.variant = g.variant
+             )
+             SELECT count(*) FROM back",
         )
         .await?;
-    Ok(client.execute(&stmt, &[&ids]).await?)
+    let returned: i64 = client.query_one(&stmt, &[&ids]).await?.get(0);
+    Ok(returned as u64)
 }
 
 /// Messages `scheduled` for longer than `age` (their job was lost); refreshes

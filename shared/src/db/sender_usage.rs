@@ -120,23 +120,6 @@ pub async fn add(
     Ok(())
 }
 
-/// Gives back budget for jobs that were never published.
-pub async fn give_back(
-    client: &impl GenericClient,
-    number_id: Uuid,
-    day: NaiveDate,
-    count: i32,
-) -> Result<(), DbError> {
-    let stmt = client
-        .prepare_cached(
-            "UPDATE sender_usage SET assigned = greatest(assigned - $3, 0)
-              WHERE number_id = $1 AND day = $2",
-        )
-        .await?;
-    client.execute(&stmt, &[&number_id, &day, &count]).await?;
-    Ok(())
-}
-
 /// A tenant's budget for today (its time zone), read under a row lock on the
 /// tenant; `cap` is `None` when the tenant has no cap (then nothing is locked).
 #[derive(Debug, Clone)]
@@ -225,22 +208,6 @@ pub async fn add_tenant(
         .prepare_cached(
             "INSERT INTO tenant_usage AS u (tenant_id, day, assigned) VALUES ($1, $2, $3)
              ON CONFLICT (tenant_id, day) DO UPDATE SET assigned = u.assigned + EXCLUDED.assigned",
-        )
-        .await?;
-    client.execute(&stmt, &[&tenant_id, &day, &count]).await?;
-    Ok(())
-}
-
-pub async fn give_back_tenant(
-    client: &impl GenericClient,
-    tenant_id: Uuid,
-    day: NaiveDate,
-    count: i32,
-) -> Result<(), DbError> {
-    let stmt = client
-        .prepare_cached(
-            "UPDATE tenant_usage SET assigned = greatest(assigned - $3, 0)
-              WHERE tenant_id = $1 AND day = $2",
         )
         .await?;
     client.execute(&stmt, &[&tenant_id, &day, &count]).await?;
