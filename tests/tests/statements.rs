@@ -1339,9 +1339,10 @@ async fn usage(client: &impl herald_shared::db::GenericClient, number: Uuid) -> 
     (row.get(0), row.get(1), row.get(2))
 }
 
-/// A message handed back to the queue (its number cannot send it now, or its
-/// job was not published) gives back what its assignment counted against
-/// the number's, the tenant's and the variant's caps that day, once.
+/// A message handed back to the queue (its number cannot send it now, its
+/// job was not published, or it was claimed and did not leave) gives back
+/// what its assignment counted against the number's, the tenant's and the
+/// variant's caps that day, once.
 #[tokio::test]
 async fn a_message_handed_back_gives_its_budget_back() {
     let db = TestDb::create().await;
@@ -1383,4 +1384,20 @@ async fn a_message_handed_back_gives_its_budget_back() {
         "already queued"
     );
     assert_eq!(usage(&client, number).await, (1, 1, 1), "and not again");
+
+    // Claimed, then "not sent": back to the queue, its budget with it.
+    let epoch = lease(&client, number).await;
+    messages::claim(&client, other, number, "w1", epoch)
+        .await
+        .unwrap()
+        .unwrap();
+    let state = messages::requeue(&client, other, epoch, 3, "not sent", Requeue::Now)
+        .await
+        .unwrap();
+    assert_eq!(state.unwrap().as_str(), "queued");
+    assert_eq!(
+        usage(&client, number).await,
+        (0, 0, 0),
+        "a requeue gives back"
+    );
 }

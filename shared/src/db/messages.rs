@@ -325,18 +325,51 @@ pub async fn release_due_retries(
     Ok(client.execute(&stmt, &[&now]).await?)
 }
 
+/// What a message's assignment counted against the daily caps, given back
+/// when it goes back to the queue without having left: after a CTE `back`
+/// of the messages moved (`tenant_id`, `campaign_id`, `variant`,
+/// `number_id`, `scheduled_at` as they were), the number's, the tenant's and
+/// the variant's usage on the day of `scheduled_at` in each one's time zone,
+/// never below zero (a tenant or variant without a limit counts nothing). A
+/// message that never left must not spend a number's day: with a cap just
+/// the size of a campaign, one handed back would otherwise wait for the
+/// next day (docs/DESIGN.md, "Daily allowance").
+macro_rules! give_back {
+    () => {
+        ", days AS (
+             SELECT b.tenant_id, b.campaign_id, b.variant, b.number_id,
+                    (b.scheduled_at AT TIME ZONE n.time_zone)::date AS number_day,
+                    (b.scheduled_at AT TIME ZONE t.time_zone)::date AS tenant_day
+               FROM back b
+               JOIN sender_numbers n ON n.id = b.number_id
+               JOIN tenants t ON t.id = b.tenant_id
+         ), numbers AS (
+             UPDATE sender_usage u SET assigned = greatest(u.assigned - g.n, 0)
+               FROM (SELECT number_id, number_day, count(*)::int AS n
+                       FROM days GROUP BY number_id, number_day) g
+              WHERE u.number_id = g.number_id AND u.day = g.number_day
+         ), capped_tenants AS (
+             UPDATE tenant_usage u SET assigned = greatest(u.assigned - g.n, 0)
+               FROM (SELECT tenant_id, tenant_day, count(*)::int AS n
+                       FROM days GROUP BY tenant_id, tenant_day) g
+              WHERE u.tenant_id = g.tenant_id AND u.day = g.tenant_day
+         ), variants AS (
+             UPDATE variant_usage u SET assigned = greatest(u.assigned - g.n, 0)
+               FROM (SELECT number_id, number_day, campaign_id, variant, count(*)::int AS n
+                       FROM days WHERE campaign_id IS NOT NULL
+                      GROUP BY number_id, number_day, campaign_id, variant) g
+              WHERE u.number_id = g.number_id AND u.day = g.number_day
+                AND u.campaign_id = g.campaign_id AND u.variant = g.variant
+         )"
+    };
+}
+
 /// Puts scheduled messages back in the queue (their job could not be
-/// published, or their number cannot send them now), and gives back what
-/// their assignment counted against the daily caps: their number's and
-/// tenant's usage, and their variant's, on the day they were scheduled in
-/// each one's time zone. A message that never left must not spend a
-/// number's day: with a cap just the size of a campaign, one handed back
-/// would otherwise wait for the next day (docs/BENCHMARKS.md, number
-/// safety). Usage is never taken below zero (a tenant or variant without a
-/// limit counts nothing). Returns how many messages went back.
+/// published, or their number cannot send them now), their budgets given
+/// back ([`give_back!`]). Returns how many went back.
 pub async fn unschedule(client: &impl GenericClient, ids: &[i64]) -> Result<u64, DbError> {
     let stmt = client
-        .prepare_cached(
+        .prepare_cached(concat!(
             "WITH back AS (
                  UPDATE messages m
                     SET state = 'queued', sender_number_id = NULL, scheduled_at = NULL
@@ -346,33 +379,10 @@ pub async fn unschedule(client: &impl GenericClient, ids: &[i64]) -> Result<u64,
                   WHERE m.id = was.id
                  RETURNING m.tenant_id, m.campaign_id, m.variant,
                            was.sender_number_id AS number_id, was.scheduled_at
-             ), days AS (
-                 SELECT b.tenant_id, b.campaign_id, b.variant, b.number_id,
-                        (b.scheduled_at AT TIME ZONE n.time_zone)::date AS number_day,
-                        (b.scheduled_at AT TIME ZONE t.time_zone)::date AS tenant_day
-                   FROM back b
-                   JOIN sender_numbers n ON n.id = b.number_id
-                   JOIN tenants t ON t.id = b.tenant_id
-             ), numbers AS (
-                 UPDATE sender_usage u SET assigned = greatest(u.assigned - g.n, 0)
-                   FROM (SELECT number_id, number_day, count(*)::int AS n
-                           FROM days GROUP BY number_id, number_day) g
-                  WHERE u.number_id = g.number_id AND u.day = g.number_day
-             ), capped_tenants AS (
-                 UPDATE tenant_usage u SET assigned = greatest(u.assigned - g.n, 0)
-                   FROM (SELECT tenant_id, tenant_day, count(*)::int AS n
-                           FROM days GROUP BY tenant_id, tenant_day) g
-                  WHERE u.tenant_id = g.tenant_id AND u.day = g.tenant_day
-             ), variants AS (
-                 UPDATE variant_usage u SET assigned = greatest(u.assigned - g.n, 0)
-                   FROM (SELECT number_id, number_day, campaign_id, variant, count(*)::int AS n
-                           FROM days WHERE campaign_id IS NOT NULL
-                          GROUP BY number_id, number_day, campaign_id, variant) g
-                  WHERE u.number_id = g.number_id AND u.day = g.number_day
-                    AND u.campaign_id = g.campaign_id AND u.variant = g.variant
-             )
-             SELECT count(*) FROM back",
-        )
+             )",
+            give_back!(),
+            " SELECT count(*) FROM back"
+        ))
         .await?;
     let returned: i64 = client.query_one(&stmt, &[&ids]).await?.get(0);
     Ok(returned as u64)
@@ -653,22 +663,32 @@ pub async fn requeue(
         Requeue::At(at) => (Some(at), false),
         Requeue::Elsewhere => (None, true),
     };
+    // Back in the queue, the message gives its budget back (it did not
+    // leave); a message that failed for good keeps it spent.
     let stmt = client
-        .prepare_cached(
-            "UPDATE messages
-                SET state = CASE WHEN attempts >= $3 THEN 'failed'::message_state
-                                 ELSE 'queued'::message_state END,
-                    failed_at = CASE WHEN attempts >= $3 THEN now() END,
-                    failure_reason = CASE WHEN attempts >= $3
-                                          THEN format('gave up after %s attempts; last: %s', attempts, $4::text)
-                                          ELSE $4 END,
-                    sender_number_id = CASE WHEN attempts >= $3 THEN sender_number_id END,
-                    preferred_number_id = CASE WHEN $6 THEN NULL ELSE preferred_number_id END,
-                    not_before = CASE WHEN attempts >= $3 THEN NULL ELSE $5::timestamptz END,
-                    scheduled_at = NULL, sending_at = NULL, claim_epoch = NULL
-              WHERE id = $1 AND claim_epoch = $2 AND state = 'sending'
-             RETURNING state",
-        )
+        .prepare_cached(concat!(
+            "WITH moved AS (
+                 UPDATE messages m
+                    SET state = CASE WHEN m.attempts >= $3 THEN 'failed'::message_state
+                                     ELSE 'queued'::message_state END,
+                        failed_at = CASE WHEN m.attempts >= $3 THEN now() END,
+                        failure_reason = CASE WHEN m.attempts >= $3
+                                              THEN format('gave up after %s attempts; last: %s', m.attempts, $4::text)
+                                              ELSE $4 END,
+                        sender_number_id = CASE WHEN m.attempts >= $3 THEN m.sender_number_id END,
+                        preferred_number_id = CASE WHEN $6 THEN NULL ELSE m.preferred_number_id END,
+                        not_before = CASE WHEN m.attempts >= $3 THEN NULL ELSE $5::timestamptz END,
+                        scheduled_at = NULL, sending_at = NULL, claim_epoch = NULL
+                   FROM (SELECT id, sender_number_id, scheduled_at FROM messages
+                          WHERE id = $1 AND claim_epoch = $2 AND state = 'sending'
+                          FOR UPDATE) was
+                  WHERE m.id = was.id
+                 RETURNING m.state, m.tenant_id, m.campaign_id, m.variant,
+                           was.sender_number_id AS number_id, was.scheduled_at
+             ), back AS (SELECT * FROM moved WHERE state = 'queued')",
+            give_back!(),
+            " SELECT state FROM moved"
+        ))
         .await?;
     let row = client
         .query_opt(
@@ -688,21 +708,34 @@ pub async fn requeue(
 
 /// A claimed message this worker will not send after all (its lease ran out
 /// before the call, or the number is not connected): back to `queued`
-/// without spending an attempt.
+/// without spending an attempt, its budget given back ([`give_back!`]).
 pub async fn release_claim(
     client: &impl GenericClient,
     message_id: i64,
     epoch: i64,
 ) -> Result<bool, DbError> {
     let stmt = client
-        .prepare_cached(
-            "UPDATE messages
-                SET state = 'queued', sender_number_id = NULL, scheduled_at = NULL,
-                    sending_at = NULL, claim_epoch = NULL, attempts = greatest(attempts - 1, 0)
-              WHERE id = $1 AND claim_epoch = $2 AND state = 'sending'",
-        )
+        .prepare_cached(concat!(
+            "WITH back AS (
+                 UPDATE messages m
+                    SET state = 'queued', sender_number_id = NULL, scheduled_at = NULL,
+                        sending_at = NULL, claim_epoch = NULL, attempts = greatest(m.attempts - 1, 0)
+                   FROM (SELECT id, sender_number_id, scheduled_at FROM messages
+                          WHERE id = $1 AND claim_epoch = $2 AND state = 'sending'
+                          FOR UPDATE) was
+                  WHERE m.id = was.id
+                 RETURNING m.tenant_id, m.campaign_id, m.variant,
+                           was.sender_number_id AS number_id, was.scheduled_at
+             )",
+            give_back!(),
+            " SELECT count(*) FROM back"
+        ))
         .await?;
-    Ok(client.execute(&stmt, &[&message_id, &epoch]).await? == 1)
+    let released: i64 = client
+        .query_one(&stmt, &[&message_id, &epoch])
+        .await?
+        .get(0);
+    Ok(released == 1)
 }
 
 /// A number's newest sends since `since` (at most `window`), for its breaker.
