@@ -1339,6 +1339,46 @@ async fn usage(client: &impl herald_shared::db::GenericClient, number: Uuid) -> 
     (row.get(0), row.get(1), row.get(2))
 }
 
+/// Counts `n` assignments of the campaign's variant 0 on the number, as
+/// the planner counts them: on the number's and the tenant's day.
+async fn count_assigned(
+    client: &impl herald_shared::db::GenericClient,
+    fx: &Fixture,
+    number: Uuid,
+    campaign: Uuid,
+    n: i32,
+) {
+    let day = sender_usage::lock_today(client, &[number], Utc::now())
+        .await
+        .unwrap()[&number]
+        .day;
+    let tenant_day = sender_usage::lock_tenants_today(client, &[fx.tenant_id], Utc::now())
+        .await
+        .unwrap()[&fx.tenant_id]
+        .day;
+    sender_usage::add(client, &[(number, day, n)])
+        .await
+        .unwrap();
+    sender_usage::add_tenant(client, fx.tenant_id, tenant_day, n)
+        .await
+        .unwrap();
+    sender_usage::add_variants(client, number, day, campaign, &[(0, n)])
+        .await
+        .unwrap();
+}
+
+/// A number (cap 5) east of every tenant's day, a campaign of three on it,
+/// two of them scheduled: (fixture, number, campaign, first, second).
+async fn two_scheduled_far_east(db: &TestDb) -> (Fixture, Uuid, Uuid, i64, i64) {
+    let fx = Fixture::new(db).await;
+    let number = fx.number(db, 1, 5).await;
+    let campaign = fx.campaign(db, &[number], 3).await;
+    far_east(&db.pool.get().await.unwrap()).await;
+    let first = scheduled_message(db, number, campaign).await;
+    let second = scheduled_message(db, number, campaign).await;
+    (fx, number, campaign, first, second)
+}
+
 /// A message handed back to the queue (its number cannot send it now, its
 /// job was not published, or it was claimed and did not leave) gives back
 /// what its assignment counted against the number's, the tenant's and the
@@ -1346,32 +1386,9 @@ async fn usage(client: &impl herald_shared::db::GenericClient, number: Uuid) -> 
 #[tokio::test]
 async fn a_message_handed_back_gives_its_budget_back() {
     let db = TestDb::create().await;
-    let fx = Fixture::new(&db).await;
-    let number = fx.number(&db, 1, 5).await;
-    let campaign = fx.campaign(&db, &[number], 3).await;
+    let (fx, number, campaign, id, other) = two_scheduled_far_east(&db).await;
     let client = db.pool.get().await.unwrap();
-    far_east(&client).await;
-    let id = scheduled_message(&db, number, campaign).await;
-    let other = scheduled_message(&db, number, campaign).await;
-    // Counted as the planner counts them, on the number's and the tenant's
-    // day.
-    let day = sender_usage::lock_today(&client, &[number], Utc::now())
-        .await
-        .unwrap()[&number]
-        .day;
-    let tenant_day = sender_usage::lock_tenants_today(&client, &[fx.tenant_id], Utc::now())
-        .await
-        .unwrap()[&fx.tenant_id]
-        .day;
-    sender_usage::add(&client, &[(number, day, 2)])
-        .await
-        .unwrap();
-    sender_usage::add_tenant(&client, fx.tenant_id, tenant_day, 2)
-        .await
-        .unwrap();
-    sender_usage::add_variants(&client, number, day, campaign, &[(0, 2)])
-        .await
-        .unwrap();
+    count_assigned(&client, &fx, number, campaign, 2).await;
     assert_eq!(usage(&client, number).await, (2, 2, 2));
 
     assert_eq!(messages::unschedule(&client, &[id]).await.unwrap(), 1);
@@ -1399,5 +1416,49 @@ async fn a_message_handed_back_gives_its_budget_back() {
         usage(&client, number).await,
         (0, 0, 0),
         "a requeue gives back"
+    );
+}
+
+/// A pause puts the campaign's scheduled messages back in the queue and a
+/// cancel cancels them: either way they never left, and their number's,
+/// tenant's and variant's day get them back, once.
+#[tokio::test]
+async fn a_paused_or_cancelled_campaign_gives_its_budget_back() {
+    let db = TestDb::create().await;
+    let (fx, number, campaign, first, second) = two_scheduled_far_east(&db).await;
+    let client = db.pool.get().await.unwrap();
+    // Three counted: one more left the number earlier today.
+    count_assigned(&client, &fx, number, campaign, 3).await;
+
+    campaigns::pause(&client, fx.tenant_id, campaign, Some("by ops"))
+        .await
+        .unwrap()
+        .expect("paused");
+    assert_eq!(state_of(&db, first).await, "queued");
+    assert_eq!(state_of(&db, second).await, "queued");
+    assert_eq!(
+        usage(&client, number).await,
+        (1, 1, 1),
+        "a pause gives back"
+    );
+
+    campaigns::resume(&client, fx.tenant_id, campaign, Utc::now())
+        .await
+        .unwrap()
+        .expect("resumed");
+    let again = scheduled_message(&db, number, campaign).await;
+    count_assigned(&client, &fx, number, campaign, 1).await;
+    assert_eq!(usage(&client, number).await, (2, 2, 2));
+    campaigns::cancel(&client, fx.tenant_id, campaign, "by ops")
+        .await
+        .unwrap()
+        .expect("cancelled");
+    for id in [first, second, again] {
+        assert_eq!(state_of(&db, id).await, "cancelled");
+    }
+    assert_eq!(
+        usage(&client, number).await,
+        (1, 1, 1),
+        "a cancel gives back the scheduled one"
     );
 }

@@ -280,51 +280,6 @@ pub async fn remember_senders(
     Ok(())
 }
 
-/// A paused campaign's scheduled messages go back to `queued`; their jobs
-/// will find nothing to claim.
-pub async fn unschedule_campaign(
-    client: &impl GenericClient,
-    campaign_id: Uuid,
-) -> Result<u64, DbError> {
-    let stmt = client
-        .prepare_cached(
-            "UPDATE messages
-                SET state = 'queued', sender_number_id = NULL, scheduled_at = NULL
-              WHERE campaign_id = $1 AND state = 'scheduled'",
-        )
-        .await?;
-    Ok(client.execute(&stmt, &[&campaign_id]).await?)
-}
-
-/// Cancels a campaign's messages that have not been claimed for sending.
-pub async fn cancel_unsent(
-    client: &impl GenericClient,
-    campaign_id: Uuid,
-    reason: &str,
-) -> Result<u64, DbError> {
-    let stmt = client
-        .prepare_cached(
-            "UPDATE messages SET state = 'cancelled', cancelled_at = now(), failure_reason = $2
-              WHERE campaign_id = $1 AND state IN ('queued', 'scheduled')",
-        )
-        .await?;
-    Ok(client.execute(&stmt, &[&campaign_id, &reason]).await?)
-}
-
-/// Retries whose time came are ready to be scheduled again.
-pub async fn release_due_retries(
-    client: &impl GenericClient,
-    now: DateTime<Utc>,
-) -> Result<u64, DbError> {
-    let stmt = client
-        .prepare_cached(
-            "UPDATE messages SET not_before = NULL
-              WHERE state = 'queued' AND not_before <= $1",
-        )
-        .await?;
-    Ok(client.execute(&stmt, &[&now]).await?)
-}
-
 /// What a message's assignment counted against the daily caps, given back
 /// when it goes back to the queue without having left: after a CTE `back`
 /// of the messages moved (`tenant_id`, `campaign_id`, `variant`,
@@ -362,6 +317,65 @@ macro_rules! give_back {
                 AND u.campaign_id = g.campaign_id AND u.variant = g.variant
          )"
     };
+}
+
+/// A paused campaign's scheduled messages go back to `queued`, their
+/// budgets given back ([`unschedule`]); their jobs will find nothing to
+/// claim. Returns how many went back.
+pub async fn unschedule_campaign(
+    client: &impl GenericClient,
+    campaign_id: Uuid,
+) -> Result<u64, DbError> {
+    // A day's plan at most; `unschedule` re-checks each under its lock.
+    let stmt = client
+        .prepare_cached("SELECT id FROM messages WHERE campaign_id = $1 AND state = 'scheduled'")
+        .await?;
+    let ids: Vec<i64> = client
+        .query(&stmt, &[&campaign_id])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    unschedule(client, &ids).await
+}
+
+/// Cancels a campaign's messages that have not been claimed for sending;
+/// the scheduled ones give their budgets back first ([`unschedule_campaign`]):
+/// they never left. Returns how many were cancelled.
+pub async fn cancel_unsent(
+    client: &impl GenericClient,
+    campaign_id: Uuid,
+    reason: &str,
+) -> Result<u64, DbError> {
+    // Only the scheduled ones hold a budget: they are few (a day's plan at
+    // most), the queued ones may be millions and are cancelled as they are.
+    // One scheduled by a planner in between (`end_overdue` holds no lock on
+    // the campaign) is still cancelled, its budget kept as before.
+    unschedule_campaign(client, campaign_id).await?;
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages SET state = 'cancelled', cancelled_at = now(), failure_reason = $2
+              WHERE campaign_id = $1 AND state IN ('queued', 'scheduled')",
+        )
+        .await?;
+    Ok(client.execute(&stmt, &[&campaign_id, &reason]).await?)
+}
+
+/// Retries whose time came are ready to be scheduled again.
+pub async fn release_due_retries(
+    client: &impl GenericClient,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let stmt = client
+        .prepare_cached(
+            "UPDATE messages SET not_before = NULL
+              WHERE state = 'queued' AND not_before <= $1",
+        )
+        .await?;
+    Ok(client.execute(&stmt, &[&now]).await?)
 }
 
 /// Puts scheduled messages back in the queue (their job could not be
