@@ -104,6 +104,8 @@ struct Outcome {
     /// Messages in any other state at the end, as `state count` (why some
     /// were not sent, when some were not).
     unsent: Vec<String>,
+    /// The first few of them: id, attempts, why they did not leave.
+    unsent_examples: Vec<String>,
 }
 
 impl std::fmt::Display for Outcome {
@@ -127,6 +129,9 @@ impl std::fmt::Display for Outcome {
         }
         if !self.unsent.is_empty() {
             write!(f, "; not sent: {}", self.unsent.join(", "))?;
+        }
+        if !self.unsent_examples.is_empty() {
+            write!(f, " ({})", self.unsent_examples.join("; "))?;
         }
         Ok(())
     }
@@ -154,6 +159,11 @@ async fn send(sender: &Sender, numbers: u32, scale: u64) -> Outcome {
         ),
         // A reach-out time-lock the network does not date lasts 24 h.
         ("HERALD__PACING__TIMELOCK_DEFAULT_MS", scaled(86_400_000)),
+        // Retries of messages refused for a passing reason wait as long in
+        // network time as they would for real (30 s doubling, at most an
+        // hour); unscaled, one retry alone outwaited the stall cut-off below.
+        ("HERALD__PACING__RETRY_BASE_MS", scaled(30_000)),
+        ("HERALD__PACING__RETRY_MAX_MS", scaled(3_600_000)),
         ("HERALD__SIM__DELIVERED_DELAY_MS", scaled(3_000)),
         ("HERALD__SIM__READ_DELAY_MS", scaled(60_000)),
         (
@@ -226,6 +236,7 @@ async fn send(sender: &Sender, numbers: u32, scale: u64) -> Outcome {
                 .collect::<Vec<_>>();
         }
     };
+    let unsent_examples = unsent_examples(&stack, &campaign, &unsent).await;
     let took = (last_progress - started).as_secs_f64() * scale as f64 / 3600.0;
     let network = stack.sim.numbers().await;
     let numbers_view = network.as_array().expect("numbers");
@@ -253,5 +264,33 @@ async fn send(sender: &Sender, numbers: u32, scale: u64) -> Outcome {
         hours: took,
         rules_hit,
         unsent,
+        unsent_examples,
     }
+}
+
+/// Up to three messages of each state in `unsent` (`state count`), as
+/// `#id state, variant v, attempts n: failure reason`.
+async fn unsent_examples(stack: &Stack, campaign: &str, unsent: &[String]) -> Vec<String> {
+    let mut examples = Vec::new();
+    for state in unsent.iter().filter_map(|s| s.split(' ').next()) {
+        let page = stack
+            .api
+            .get(&format!(
+                "/v1/campaigns/{campaign}/messages?state={state}&limit=3"
+            ))
+            .await
+            .expect(200);
+        for m in page["data"].as_array().into_iter().flatten() {
+            examples.push(format!(
+                "#{} {state}, variant {}, attempts {}: {}",
+                m["id"],
+                m["variant"],
+                m["attempts"],
+                m["failure_reason"]
+                    .as_str()
+                    .unwrap_or("no failure recorded")
+            ));
+        }
+    }
+    examples
 }
