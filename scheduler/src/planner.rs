@@ -540,7 +540,12 @@ impl Planner {
 
     /// How many more recipients each variant may go to from this number
     /// today: one group of every variant when there is no limit, else one
-    /// group per variant with its remaining room.
+    /// group per variant with its remaining room, the most room first. A
+    /// number thus spreads its day over the variants as it goes; taken in
+    /// variant order instead, a number that fell behind the others found
+    /// the early variants gone and the last one's limit too small for the
+    /// rest of its day, and a campaign sized to its numbers' caps left
+    /// messages for the next day (docs/DESIGN.md, "Daily allowance").
     async fn variant_rooms(
         &self,
         client: &impl db::GenericClient,
@@ -556,13 +561,16 @@ impl Planner {
                 .await?
                 .into_iter()
                 .collect();
-        Ok((0..campaign.variants)
+        let mut rooms: Vec<(Vec<i16>, i64)> = (0..campaign.variants)
             .map(|v| {
                 let left = campaign.max_per_variant - used.get(&v).copied().unwrap_or(0);
                 (vec![v], i64::from(left.max(0)))
             })
             .filter(|(_, left)| *left > 0)
-            .collect())
+            .collect();
+        // Stable: among equal rooms, variant order.
+        rooms.sort_by_key(|(_, left)| std::cmp::Reverse(*left));
+        Ok(rooms)
     }
 
     /// The pacing the worker applies to this number's next jobs.

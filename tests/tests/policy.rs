@@ -225,6 +225,55 @@ async fn no_variant_goes_to_more_than_its_limit_per_number_per_day() {
     delete_broker_objects(&prefix, &[a, b]).await;
 }
 
+/// A number with a little room at a time spreads it over the variants
+/// (the one with the most room left first), so none of them reaches its
+/// limit while the others have plenty: taken in variant order, a number
+/// that fell behind the others could not use the rest of its day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_number_spreads_its_day_over_the_variants() {
+    let db = TestDb::create().await;
+    let fx = Fixture::new(&db).await;
+    let a = fx.number(&db, 1, 1000).await;
+    fx.campaign_with(
+        &db,
+        &CampaignSpec {
+            variants: 4,
+            max_per_variant: 60,
+            ..CampaignSpec::new(&[a], 40)
+        },
+    )
+    .await;
+    live(&db, a).await;
+    let prefix = prefix();
+    let planner = planner(
+        &db,
+        &prefix,
+        &[("HERALD__SCHEDULER__LOOKAHEAD", "2")],
+        Arc::new(ManualClock::new(utc(2026, 6, 1, 12, 0))),
+    )
+    .await;
+    for _ in 0..4 {
+        assert_eq!(planner.pass().await.unwrap().scheduled, 2);
+        send_scheduled(&db).await;
+    }
+    let per_variant: Vec<(i16, i64)> = {
+        let client = db.pool.get().await.unwrap();
+        client
+            .query(
+                "SELECT variant, count(*) FROM messages WHERE state = 'sent'
+                  GROUP BY variant ORDER BY variant",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    };
+    assert_eq!(per_variant, [(0, 2), (1, 2), (2, 2), (3, 2)]);
+    delete_broker_objects(&prefix, &[a]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipients_keep_their_sender_while_it_can_take_them() {
     let db = TestDb::create().await;
