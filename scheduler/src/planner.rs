@@ -545,7 +545,7 @@ impl Planner {
     /// variant order instead, a number that fell behind the others found
     /// the early variants gone and the last one's limit too small for the
     /// rest of its day, and a campaign sized to its numbers' caps left
-    /// messages for the next day (docs/DESIGN.md, "Daily allowance").
+    /// messages for the next day (docs/DESIGN.md, "Variants").
     async fn variant_rooms(
         &self,
         client: &impl db::GenericClient,
