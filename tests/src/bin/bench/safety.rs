@@ -161,7 +161,8 @@ async fn send(sender: &Sender, numbers: u32, scale: u64) -> Outcome {
         ("HERALD__PACING__TIMELOCK_DEFAULT_MS", scaled(86_400_000)),
         // Retries of messages refused for a passing reason wait as long in
         // network time as they would for real (30 s doubling, at most an
-        // hour); unscaled, one retry alone outwaited the stall cut-off below.
+        // hour); unscaled, the first retry (30 s) was 30 network minutes,
+        // as long as the stall cut-off below.
         ("HERALD__PACING__RETRY_BASE_MS", scaled(30_000)),
         ("HERALD__PACING__RETRY_MAX_MS", scaled(3_600_000)),
         ("HERALD__SIM__DELIVERED_DELAY_MS", scaled(3_000)),
