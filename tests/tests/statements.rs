@@ -1462,3 +1462,131 @@ async fn a_paused_or_cancelled_campaign_gives_its_budget_back() {
         "a cancel gives back the scheduled one"
     );
 }
+
+/// The state and failure reason of a message.
+async fn state_and_reason(db: &TestDb, id: i64) -> (String, Option<String>) {
+    let row = db
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one(
+            "SELECT state::text, failure_reason FROM messages WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// A cancel leaves a message being sent alone; if that message then does
+/// not leave (refused for a passing reason, or its claim released), it ends
+/// `cancelled` with the campaign's reason, its budget given back, instead of
+/// waiting in a queue no plan reads again.
+#[tokio::test]
+async fn a_message_back_from_a_cancelled_campaign_is_cancelled() {
+    let db = TestDb::create().await;
+    let (fx, number, campaign, first, second) = two_scheduled_far_east(&db).await;
+    let client = db.pool.get().await.unwrap();
+    count_assigned(&client, &fx, number, campaign, 2).await;
+    let epoch = lease(&client, number).await;
+    for id in [first, second] {
+        messages::claim(&client, id, number, "w1", epoch)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    campaigns::cancel(&client, fx.tenant_id, campaign, "by ops")
+        .await
+        .unwrap()
+        .expect("cancelled");
+    assert_eq!(state_of(&db, first).await, "sending");
+
+    let state = messages::requeue(&client, first, epoch, 3, "not sent", Requeue::Now)
+        .await
+        .unwrap();
+    assert_eq!(state.unwrap().as_str(), "cancelled");
+    assert!(
+        messages::release_claim(&client, second, epoch)
+            .await
+            .unwrap()
+    );
+    for id in [first, second] {
+        assert_eq!(
+            state_and_reason(&db, id).await,
+            ("cancelled".into(), Some("by ops".into()))
+        );
+    }
+    assert_eq!(usage(&client, number).await, (0, 0, 0), "both give back");
+}
+
+/// A campaign of three, one message claimed by "w1":
+/// (fixture, campaign, message, epoch).
+async fn one_claimed(db: &TestDb) -> (Fixture, Uuid, i64, i64) {
+    let (fx, number, campaign, id, _) = two_scheduled_far_east(db).await;
+    let client = db.pool.get().await.unwrap();
+    let epoch = lease(&client, number).await;
+    messages::claim(&client, id, number, "w1", epoch)
+        .await
+        .unwrap()
+        .unwrap();
+    (fx, campaign, id, epoch)
+}
+
+const A_WHILE: Duration = Duration::from_millis(300);
+
+/// A cancel that comes while a hand-back is not yet committed waits for it,
+/// then cancels the message it put back.
+#[tokio::test]
+async fn a_cancel_waits_for_a_hand_back_in_progress() {
+    let db = TestDb::create().await;
+    let (fx, campaign, id, epoch) = one_claimed(&db).await;
+    let mut worker = db.pool.get().await.unwrap();
+    let tx = worker.transaction().await.unwrap();
+    assert!(messages::release_claim(&tx, id, epoch).await.unwrap());
+    let cancel = tokio::spawn({
+        let pool = db.pool.clone();
+        let tenant = fx.tenant_id;
+        async move {
+            let client = pool.get().await.unwrap();
+            campaigns::cancel(&client, tenant, campaign, "by ops")
+                .await
+                .unwrap()
+                .expect("cancelled");
+        }
+    });
+    tokio::time::sleep(A_WHILE).await;
+    assert!(!cancel.is_finished(), "the cancel waits for the hand-back");
+    tx.commit().await.unwrap();
+    cancel.await.unwrap();
+    assert_eq!(state_of(&db, id).await, "cancelled");
+}
+
+/// A hand-back that comes while a cancel is not yet committed waits for it,
+/// then sees the campaign cancelled.
+#[tokio::test]
+async fn a_hand_back_waits_for_a_cancel_in_progress() {
+    let db = TestDb::create().await;
+    let (fx, campaign, id, epoch) = one_claimed(&db).await;
+    let mut ops = db.pool.get().await.unwrap();
+    let tx = ops.transaction().await.unwrap();
+    campaigns::cancel(&tx, fx.tenant_id, campaign, "by ops")
+        .await
+        .unwrap()
+        .expect("cancelled");
+    let requeue = tokio::spawn({
+        let pool = db.pool.clone();
+        async move {
+            let client = pool.get().await.unwrap();
+            messages::requeue(&client, id, epoch, 3, "not sent", Requeue::Now)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(A_WHILE).await;
+    assert!(!requeue.is_finished(), "the hand-back waits for the cancel");
+    tx.commit().await.unwrap();
+    assert_eq!(requeue.await.unwrap().as_str(), "cancelled");
+    assert_eq!(state_of(&db, id).await, "cancelled");
+}

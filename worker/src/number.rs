@@ -533,7 +533,9 @@ impl NumberDriver {
             // lease) and its next owner settles the message as `unknown`.
             return Disposition::GiveBack;
         };
-        if state != MessageState::Queued {
+        // Back in the queue (or cancelled with its campaign on the way), the
+        // message did not count as a send for the gap.
+        if !matches!(state, MessageState::Queued | MessageState::Cancelled) {
             self.last_send = Some(Instant::now());
         }
         metrics::histogram!(m::SEND_DURATION).record(claimed_at.elapsed().as_secs_f64());

@@ -660,10 +660,38 @@ pub enum Requeue {
     Elsewhere,
 }
 
+/// The start of a statement that settles a claimed message that did not
+/// leave: `was`, the message `$1` claimed under epoch `$2` and still
+/// `sending`, locked, with its sender and `scheduled_at` as they were; and
+/// `campaign`, with `cancelled` the reason its campaign was cancelled (no
+/// row for a direct message, `NULL` for a campaign not cancelled), read
+/// under a share lock on the campaign's row. A cancel leaves `sending`
+/// messages alone (`cancel_unsent`); back in the queue, such a message would
+/// wait there for good, since no plan takes a cancelled campaign's messages.
+/// So it is cancelled instead: a cancel committed first is seen here, and
+/// one that comes later waits for this transaction, then finds the message
+/// `queued` and cancels it.
+macro_rules! claimed_back {
+    () => {
+        "WITH was AS (
+             SELECT id, campaign_id, sender_number_id, scheduled_at FROM messages
+              WHERE id = $1 AND claim_epoch = $2 AND state = 'sending'
+              FOR UPDATE
+         ), campaign AS (
+             SELECT CASE WHEN c.status = 'cancelled'
+                         THEN coalesce(c.status_reason, 'the campaign was cancelled') END
+                    AS cancelled
+               FROM campaigns c JOIN was ON c.id = was.campaign_id
+                FOR SHARE OF c
+         )"
+    };
+}
+
 /// The message did not reach WhatsApp, or was refused for a passing reason:
-/// back to `queued` for the scheduler to place again, or `failed` once it
-/// has used `max_attempts`. Returns the state it is in now (`None` if the
-/// row was not this worker's to settle).
+/// back to `queued` for the scheduler to place again, `failed` once it has
+/// used `max_attempts`, or `cancelled` if its campaign was cancelled
+/// meanwhile ([`claimed_back!`]). Returns the state it is in now (`None` if
+/// the row was not this worker's to settle).
 pub async fn requeue(
     client: &impl GenericClient,
     message_id: i64,
@@ -677,29 +705,33 @@ pub async fn requeue(
         Requeue::At(at) => (Some(at), false),
         Requeue::Elsewhere => (None, true),
     };
-    // Back in the queue, the message gives its budget back (it did not
-    // leave); a message that failed for good keeps it spent.
+    // Back in the queue (or cancelled with its campaign), the message gives
+    // its budget back (it did not leave); a message that failed for good
+    // keeps it spent.
     let stmt = client
         .prepare_cached(concat!(
-            "WITH moved AS (
+            claimed_back!(),
+            ", moved AS (
                  UPDATE messages m
                     SET state = CASE WHEN m.attempts >= $3 THEN 'failed'::message_state
+                                     WHEN c.cancelled IS NOT NULL THEN 'cancelled'::message_state
                                      ELSE 'queued'::message_state END,
                         failed_at = CASE WHEN m.attempts >= $3 THEN now() END,
+                        cancelled_at = CASE WHEN m.attempts < $3 AND c.cancelled IS NOT NULL
+                                            THEN now() END,
                         failure_reason = CASE WHEN m.attempts >= $3
                                               THEN format('gave up after %s attempts; last: %s', m.attempts, $4::text)
-                                              ELSE $4 END,
+                                              ELSE coalesce(c.cancelled, $4) END,
                         sender_number_id = CASE WHEN m.attempts >= $3 THEN m.sender_number_id END,
                         preferred_number_id = CASE WHEN $6 THEN NULL ELSE m.preferred_number_id END,
-                        not_before = CASE WHEN m.attempts >= $3 THEN NULL ELSE $5::timestamptz END,
+                        not_before = CASE WHEN m.attempts >= $3 OR c.cancelled IS NOT NULL THEN NULL
+                                          ELSE $5::timestamptz END,
                         scheduled_at = NULL, sending_at = NULL, claim_epoch = NULL
-                   FROM (SELECT id, sender_number_id, scheduled_at FROM messages
-                          WHERE id = $1 AND claim_epoch = $2 AND state = 'sending'
-                          FOR UPDATE) was
+                   FROM was LEFT JOIN campaign c ON true
                   WHERE m.id = was.id
                  RETURNING m.state, m.tenant_id, m.campaign_id, m.variant,
                            was.sender_number_id AS number_id, was.scheduled_at
-             ), back AS (SELECT * FROM moved WHERE state = 'queued')",
+             ), back AS (SELECT * FROM moved WHERE state IN ('queued', 'cancelled'))",
             give_back!(),
             " SELECT state FROM moved"
         ))
@@ -722,6 +754,7 @@ pub async fn requeue(
 
 /// A claimed message this worker will not send after all (its lease ran out
 /// before the call, or the number is not connected): back to `queued`
+/// (`cancelled` if its campaign was cancelled meanwhile: [`claimed_back!`])
 /// without spending an attempt, its budget given back ([`give_back!`]).
 pub async fn release_claim(
     client: &impl GenericClient,
@@ -730,13 +763,16 @@ pub async fn release_claim(
 ) -> Result<bool, DbError> {
     let stmt = client
         .prepare_cached(concat!(
-            "WITH back AS (
+            claimed_back!(),
+            ", back AS (
                  UPDATE messages m
-                    SET state = 'queued', sender_number_id = NULL, scheduled_at = NULL,
+                    SET state = CASE WHEN c.cancelled IS NULL THEN 'queued'::message_state
+                                     ELSE 'cancelled'::message_state END,
+                        cancelled_at = CASE WHEN c.cancelled IS NOT NULL THEN now() END,
+                        failure_reason = coalesce(c.cancelled, m.failure_reason),
+                        sender_number_id = NULL, scheduled_at = NULL,
                         sending_at = NULL, claim_epoch = NULL, attempts = greatest(m.attempts - 1, 0)
-                   FROM (SELECT id, sender_number_id, scheduled_at FROM messages
-                          WHERE id = $1 AND claim_epoch = $2 AND state = 'sending'
-                          FOR UPDATE) was
+                   FROM was LEFT JOIN campaign c ON true
                   WHERE m.id = was.id
                  RETURNING m.tenant_id, m.campaign_id, m.variant,
                            was.sender_number_id AS number_id, was.scheduled_at
