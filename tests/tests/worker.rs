@@ -18,6 +18,7 @@ use herald_worker::session::{
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// A worker on `network` and a scheduler, in this process, until `shutdown`.
 fn start(
@@ -45,16 +46,26 @@ fn start(
     (worker, scheduler)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_verdict_ends_in_its_state() {
+/// A test database with one number (cap 100) and a campaign of `recipients`
+/// on it, and a configuration with `settings` on queues of its own:
+/// (database, number, campaign, queue prefix, configuration).
+async fn one_campaign(
+    recipients: u32,
+    settings: &[(&str, &str)],
+) -> (TestDb, Uuid, Uuid, String, Config) {
     let db = TestDb::create().await;
     let fx = Fixture::new(&db).await;
     let number = fx.number(&db, 1, 100).await;
-    let campaign = fx.campaign(&db, &[number], 4).await;
+    let campaign = fx.campaign(&db, &[number], recipients).await;
     let prefix = format!("herald_t_{}", unique_suffix());
-    let config = config(
-        &db,
-        &prefix,
+    let config = config(&db, &prefix, settings);
+    (db, number, campaign, prefix, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_verdict_ends_in_its_state() {
+    let (db, number, campaign, prefix, config) = one_campaign(
+        4,
         &[
             ("HERALD__SCHEDULER__TICK_MS", "50"),
             ("HERALD__WORKER__LEASE_RENEW_MS", "200"),
@@ -63,7 +74,8 @@ async fn each_verdict_ends_in_its_state() {
             ("HERALD__PACING__TYPING_MIN_MS", "1"),
             ("HERALD__PACING__TYPING_MAX_MS", "1"),
         ],
-    );
+    )
+    .await;
     let network = FakeNetwork::new();
     network.script([
         Ok(()),
@@ -176,14 +188,8 @@ async fn each_verdict_ends_in_its_state() {
 /// job meanwhile; that job waits, unclaimed, for the verdict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_is_acked_once_its_message_is_claimed() {
-    let db = TestDb::create().await;
-    let fx = Fixture::new(&db).await;
-    let number = fx.number(&db, 1, 100).await;
-    let campaign = fx.campaign(&db, &[number], 2).await;
-    let prefix = format!("herald_t_{}", unique_suffix());
-    let config = config(
-        &db,
-        &prefix,
+    let (db, number, campaign, prefix, config) = one_campaign(
+        2,
         &[
             ("HERALD__SCHEDULER__TICK_MS", "50"),
             ("HERALD__SCHEDULER__LOOKAHEAD", "2"),
@@ -191,7 +197,8 @@ async fn a_job_is_acked_once_its_message_is_claimed() {
             ("HERALD__PACING__TYPING_MIN_MS", "1"),
             ("HERALD__PACING__TYPING_MAX_MS", "1"),
         ],
-    );
+    )
+    .await;
     let network = FakeNetwork::new();
     network.hold();
     let shutdown = CancellationToken::new();
@@ -248,6 +255,54 @@ async fn a_job_is_acked_once_its_message_is_claimed() {
     })
     .await;
     broker.close().await;
+    shutdown.cancel();
+    worker.await.unwrap();
+    scheduler.await.unwrap();
+    drop(client);
+    delete_broker_objects(&prefix, &[number]).await;
+}
+
+/// Typing shown for no time is not shown: with the typing time zero (pacing
+/// off), a number sends its messages without a "typing…" call before or
+/// after; with any typing time, each send has one of each (the first test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_typing_time_shows_no_typing() {
+    let (db, number, campaign, prefix, config) = one_campaign(
+        2,
+        &[
+            ("HERALD__SCHEDULER__TICK_MS", "50"),
+            ("HERALD__PACING__DEFAULT_JITTER_KIND", "none"),
+            ("HERALD__PACING__TYPING_MIN_MS", "0"),
+            ("HERALD__PACING__TYPING_MAX_MS", "0"),
+        ],
+    )
+    .await;
+    let network = FakeNetwork::new();
+    let shutdown = CancellationToken::new();
+    let (worker, scheduler) = start(&config, &network, &shutdown);
+
+    let client = db.pool.get().await.unwrap();
+    wait_for("both messages sent", Duration::from_secs(30), || {
+        let client = &client;
+        async move {
+            let sent: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM messages WHERE campaign_id = $1 AND state = 'sent'",
+                    &[&campaign],
+                )
+                .await
+                .ok()?
+                .get(0);
+            (sent == 2).then_some(())
+        }
+    })
+    .await;
+    let actions = network.actions();
+    assert_eq!(network.sent().len(), 2, "{actions:?}");
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Typing { .. })),
+        "typing shown for no time: {actions:?}"
+    );
     shutdown.cancel();
     worker.await.unwrap();
     scheduler.await.unwrap();

@@ -29,7 +29,7 @@ use herald_shared::{
         messages::{self, Requeue},
         sender_numbers::SenderNumber,
     },
-    domain::{MessageState, NumberState},
+    domain::{MessageState, NumberState, PhoneNumber},
     events::{Event, EventBody, NumberChange},
     metrics as m, outbox,
     policy::verdict::{Refusal, classify, retry_delay},
@@ -455,15 +455,19 @@ impl NumberDriver {
                 Some(Some(_)) => {}
             }
         }
-        let _ = self.session.typing(&pending.recipient, true).await;
+        // No "typing…" for no time (pacing off): two calls for nothing.
+        let typing = !plan.typing.is_zero();
+        if typing {
+            let _ = self.session.typing(&pending.recipient, true).await;
+        }
         if !self.pause(plan.typing).await {
-            let _ = self.session.typing(&pending.recipient, false).await;
+            self.stop_typing(&pending.recipient, typing).await;
             return Disposition::GiveBack;
         }
         // Process-wide smoothing: many numbers due at once go out spread.
         tokio::select! {
             _ = self.stop.cancelled() => {
-                let _ = self.session.typing(&pending.recipient, false).await;
+                self.stop_typing(&pending.recipient, typing).await;
                 return Disposition::GiveBack;
             }
             _ = self.ctx.sends.until_ready() => {}
@@ -487,7 +491,7 @@ impl NumberDriver {
         let claimed = match claimed {
             None => return Disposition::GiveBack,
             Some(None) => {
-                let _ = self.session.typing(&pending.recipient, false).await;
+                self.stop_typing(&pending.recipient, typing).await;
                 return Disposition::Ack;
             }
             Some(Some(claimed)) => claimed,
@@ -527,7 +531,7 @@ impl NumberDriver {
         // 5. Record the verdict; this must succeed before anything else happens
         // on the number (see `record`).
         let state = self.record_verdict(message_id, &claimed, verdict).await;
-        let _ = self.session.typing(&outgoing.to, false).await;
+        self.stop_typing(&outgoing.to, typing).await;
         let Some(state) = state else {
             // Leave the job unacked: the number is being given up (poisoned
             // lease) and its next owner settles the message as `unknown`.
@@ -542,6 +546,13 @@ impl NumberDriver {
         metrics::counter!(m::MESSAGES, "state" => state.as_str()).increment(1);
         failpoint::hit("after_commit");
         Disposition::Ack
+    }
+
+    /// Ends "typing…" to `to`, if it was shown.
+    async fn stop_typing(&self, to: &PhoneNumber, shown: bool) {
+        if shown {
+            let _ = self.session.typing(to, false).await;
+        }
     }
 
     /// The message behind a job, if it still waits for this number; `None`
