@@ -126,7 +126,7 @@ pub async fn run(numbers: u32, queued: u64, passes: usize) -> Vec<Goal> {
             ticks.push(tick);
             print!(" {:.0}", tick * 1000.0);
             assert_eq!(report.planned, numbers as usize, "every number had room");
-            let bare = bare_publish(&prefix, &ids, report.scheduled).await;
+            let bare = bare_publish(&prefix, &ids, report.scheduled, bare_channels()).await;
             dispatch.push((report.scheduled as f64 / tick, bare));
             bare_times.push(report.scheduled as f64 / bare);
         }
@@ -215,13 +215,14 @@ pub async fn run(numbers: u32, queued: u64, passes: usize) -> Vec<Goal> {
     println!(
         "dispatch  send jobs published with confirms, per second (median of {} pairs)\n  \
          scheduler pass  {:>9.0}/s  (plans, commits and publishes for {numbers} numbers, {} transactions at a time, up to {} jobs each)\n  \
-         bare lapin      {:>9.0}/s  (as many jobs right after each pass, one channel, confirms a thousand at a time)\n  \
+         bare lapin      {:>9.0}/s  (as many jobs right after each pass, {} channel(s) at once, confirms a thousand at a time)\n  \
          ratio           {ratio:>9.2}x  (pairs {lowest:.2}x to {highest:.2}x; goal >= 0.7x)",
         dispatch.len(),
         median(dispatch.iter().map(|(herald, _)| *herald).collect()),
         planning.plan_concurrency,
         planning.plan_batch_jobs,
         median(dispatch.iter().map(|(_, bare)| *bare).collect()),
+        bare_channels(),
     );
     goals.push(Goal::new(
         "dispatch: scheduler / bare publisher",
@@ -237,13 +238,28 @@ pub async fn run(numbers: u32, queued: u64, passes: usize) -> Vec<Goal> {
     goals
 }
 
+/// Channels the bare publisher spreads its jobs over: 1, or
+/// `HERALD_BENCH_BARE_CHANNELS` (what the broker takes when fed in
+/// parallel; docs/BENCHMARKS.md, "Jobs published on several channels").
+fn bare_channels() -> usize {
+    std::env::var("HERALD_BENCH_BARE_CHANNELS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Jobs per second of a bare lapin publisher with confirms: `jobs` send
-/// jobs spread evenly over the numbers' queues.
-async fn bare_publish(prefix: &str, numbers: &[Uuid], jobs: usize) -> f64 {
-    // Herald's broker handle only opens the connection and a plain lapin
-    // channel in confirm mode; everything after is lapin.
+/// jobs spread evenly over the numbers' queues, and over `channels`
+/// channels publishing at once.
+async fn bare_publish(prefix: &str, numbers: &[Uuid], jobs: usize, channels: usize) -> f64 {
+    // Herald's broker handle only opens the connection and plain lapin
+    // channels in confirm mode; everything after is lapin.
     let broker = Broker::new(&rabbit_config(prefix), "bench bare publisher");
-    let channel = broker.confirm_channel().await.expect("confirm channel");
+    let mut lanes = Vec::with_capacity(channels);
+    for _ in 0..channels {
+        lanes.push(broker.confirm_channel().await.expect("confirm channel"));
+    }
     let payloads: Vec<(String, Vec<u8>)> = (0..jobs)
         .map(|i| {
             let number_id = numbers[i % numbers.len()];
@@ -262,34 +278,41 @@ async fn bare_publish(prefix: &str, numbers: &[Uuid], jobs: usize) -> f64 {
         })
         .collect();
     let started = Instant::now();
-    // Confirms awaited a window at a time, as a careful publisher would.
-    for window in payloads.chunks(1000) {
-        let mut confirms = Vec::with_capacity(window.len());
-        for (queue, payload) in window {
-            confirms.push(
-                channel
-                    .basic_publish(
-                        "".into(),
-                        queue.as_str().into(),
-                        BasicPublishOptions::default(),
-                        payload,
-                        json_properties(),
-                    )
-                    .await
-                    .expect("publish"),
-            );
-        }
-        for confirm in confirms {
-            let confirmation = tokio::time::timeout(Duration::from_secs(30), confirm)
-                .await
-                .expect("a confirm within 30 s")
-                .expect("confirm");
-            assert!(
-                matches!(confirmation, Confirmation::Ack(None)),
-                "broker refused a job: {confirmation:?}"
-            );
-        }
-    }
+    let share = payloads.len().div_ceil(channels).max(1);
+    let lanes_done = lanes
+        .iter()
+        .zip(payloads.chunks(share))
+        .map(|(channel, part)| async move {
+            // Confirms awaited a window at a time, as a careful publisher would.
+            for window in part.chunks(1000) {
+                let mut confirms = Vec::with_capacity(window.len());
+                for (queue, payload) in window {
+                    confirms.push(
+                        channel
+                            .basic_publish(
+                                "".into(),
+                                queue.as_str().into(),
+                                BasicPublishOptions::default(),
+                                payload,
+                                json_properties(),
+                            )
+                            .await
+                            .expect("publish"),
+                    );
+                }
+                for confirm in confirms {
+                    let confirmation = tokio::time::timeout(Duration::from_secs(30), confirm)
+                        .await
+                        .expect("a confirm within 30 s")
+                        .expect("confirm");
+                    assert!(
+                        matches!(confirmation, Confirmation::Ack(None)),
+                        "broker refused a job: {confirmation:?}"
+                    );
+                }
+            }
+        });
+    futures_util::future::join_all(lanes_done).await;
     let rate = jobs as f64 / started.elapsed().as_secs_f64();
     broker.close().await;
     rate
