@@ -62,6 +62,7 @@ pub async fn run(numbers: u32, queued: u64, passes: usize) -> Vec<Goal> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let planner = fixtures::planner(&db, &prefix, &[], clock).await;
     let planning = herald_tests::inprocess::config(&db, &prefix, &[]).scheduler;
+    let bare_channels = bare_channels();
 
     // Every number's queue declared (a pass does it) before the baseline
     // publishes into them.
@@ -126,7 +127,7 @@ pub async fn run(numbers: u32, queued: u64, passes: usize) -> Vec<Goal> {
             ticks.push(tick);
             print!(" {:.0}", tick * 1000.0);
             assert_eq!(report.planned, numbers as usize, "every number had room");
-            let bare = bare_publish(&prefix, &ids, report.scheduled, bare_channels()).await;
+            let bare = bare_publish(&prefix, &ids, report.scheduled, bare_channels).await;
             dispatch.push((report.scheduled as f64 / tick, bare));
             bare_times.push(report.scheduled as f64 / bare);
         }
@@ -222,7 +223,7 @@ pub async fn run(numbers: u32, queued: u64, passes: usize) -> Vec<Goal> {
         planning.plan_concurrency,
         planning.plan_batch_jobs,
         median(dispatch.iter().map(|(_, bare)| *bare).collect()),
-        bare_channels(),
+        bare_channels,
     );
     goals.push(Goal::new(
         "dispatch: scheduler / bare publisher",
